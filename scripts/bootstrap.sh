@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Creates the two virtualenvs the project needs, and does nothing when they are up to date:
+#   .venv      Airflow, providers, Cosmos, the local stack and the tests
+#   .venv-dbt  dbt-core with the Postgres and Snowflake adapters (Cosmos runs dbt from here)
+# Needs only Python 3.11 on PATH; uv is installed into .venv and used for speed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python_bin="${PYTHON:-}"
+if [ -z "$python_bin" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then python_bin="$candidate"; break; fi
+  done
+fi
+if [ -z "$python_bin" ] || ! "$python_bin" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "bootstrap: Python 3.11 is required (found: ${python_bin:-none}). Set PYTHON=/path/to/python3.11." >&2
+  exit 1
+fi
+
+fingerprint() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+ensure_venv() {  # ensure_venv DIR REQUIREMENTS...
+  local dir="$1"; shift
+  local want; want="$(fingerprint "$@")"
+  if [ -f "$dir/.requirements.sha256" ] && [ "$(cat "$dir/.requirements.sha256")" = "$want" ]; then
+    return 0
+  fi
+  echo "bootstrap: installing $dir from $*"
+  [ -x "$dir/bin/python" ] || "$python_bin" -m venv "$dir"
+  [ -x .venv/bin/uv ] || { [ -x .venv/bin/python ] || "$python_bin" -m venv .venv; .venv/bin/python -m pip install -q uv; }
+  local args=(); for req in "$@"; do args+=(-r "$req"); done
+  VIRTUAL_ENV="$PWD/$dir" .venv/bin/uv pip install -q --python "$dir/bin/python" "${args[@]}"
+  echo "$want" > "$dir/.requirements.sha256"
+}
+
+ensure_venv .venv requirements.txt requirements-dev.txt
+ensure_venv .venv-dbt requirements-dbt.txt
