@@ -1,0 +1,36 @@
+"""Fixtures shared by the whole suite: one embedded PostgreSQL per test session.
+
+Tests get fresh databases from it (``new_database``) instead of sharing state, so they can run in
+any order. The server is the same ``EmbeddedPostgres`` the local stack runs: real PostgreSQL 16.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-postgres"), find_free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def new_database(postgres_server: EmbeddedPostgres) -> Callable[[str], str]:
+    """Factory: ``new_database("source")`` creates an empty database and returns its libpq URI."""
+
+    def create(prefix: str = "db") -> str:
+        name = f"{prefix}_{next(_database_numbers)}"
+        postgres_server.ensure_database(name)
+        return postgres_server.dsn(name)
+
+    return create
