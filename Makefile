@@ -1,0 +1,36 @@
+# Entry points. The README's two set-up commands are `make run` and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+SCALE ?= small
+
+.PHONY: venv run up down status test dbt-manifest bench-el bench clean-local
+
+venv:                 ## create/refresh .venv (Airflow, tests) and .venv-dbt (dbt)
+	@scripts/bootstrap.sh
+
+dbt-manifest: venv    ## build the dbt manifest Cosmos renders from (no warehouse needed)
+	@$(PY) -m include.orchestration.manifest
+
+run: venv dbt-manifest  ## the whole pipeline on the embedded local stack, Airflow UI on :8080
+	@$(PY) -m include.dev.stack up --scale $(SCALE) --airflow --trigger
+
+up: venv              ## embedded Postgres, Stripe stub, Slack receiver and data; no Airflow
+	@$(PY) -m include.dev.stack up --scale $(SCALE)
+
+down:                 ## stop everything the local stack started (data is kept)
+	@$(PY) -m include.dev.stack down
+
+status:
+	@$(PY) -m include.dev.stack status
+
+test: venv dbt-manifest ## the test suite (starts what it needs itself)
+	@$(PY) -m pytest
+
+bench-el: venv        ## extract-load benchmark (not part of the tests)
+	@$(PY) -m include.dev.bench_el --scales medium large
+
+bench: venv dbt-manifest ## whole-pipeline benchmark (not part of the tests)
+	@$(PY) -m include.dev.bench --scale $(SCALE)
+
+clean-local: down     ## delete the local stack's data (.local/)
+	rm -rf .local
