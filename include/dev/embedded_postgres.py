@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,9 @@ class PortInUseError(RuntimeError):
 
 def postgres_bin_dir() -> Path:
     """Directory of the PostgreSQL binaries shipped in the ``pgserver`` wheel."""
-    from pgserver._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():  # pgserver's import warns about XDG_RUNTIME_DIR, which we don't use
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
@@ -195,7 +198,9 @@ class EmbeddedPostgres:
         """As root, hand ``path`` to the ``pgserver`` user and let it traverse the parents."""
         if not self._is_root():
             return
-        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
         entry = ensure_user_exists(SYSTEM_USER_WHEN_ROOT)
         ensure_prefix_permissions(path)

@@ -1,0 +1,354 @@
+"""The embedded local stack: everything `astro dev start` gives, without Docker.
+
+``python -m include.dev.stack up [--airflow] [--trigger]`` starts, idempotently:
+  - PostgreSQL 16 (pgserver's binaries) on 127.0.0.1 with the databases of the Connections
+    (``ecommerce`` source, ``warehouse``) and Airflow's metadata database ``airflow``;
+  - synthetic shop data (first start only, seeded) and the Stripe stub serving its charges;
+  - the Slack webhook receiver and a fakesnow server (the local Snowflake);
+  - with ``--airflow``: Airflow's API server, scheduler, DAG processor and triggerer
+    (LocalExecutor), with the Connections, Variables and Pools of ``airflow_settings.yaml``.
+``down`` stops all of it and keeps the data; ``up`` again resumes on the same ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psycopg
+
+from include.dev.airflow_settings import AirflowSettings, Endpoint, load_settings, localize
+from include.dev.embedded_postgres import EmbeddedPostgres, PortInUseError, find_free_port, port_is_free
+from include.dev.processes import ManagedProcess, wait_for_http
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
+CONTAINER_LANDING = "/usr/local/airflow/landing"
+AIRFLOW_METADATA_DB = "airflow"
+PIPELINE_DAG_ID = "ecommerce_elt"
+POSTGRES_SERVICES = ("source-db", "warehouse-db")
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """Where the stack keeps its state; everything lives under one ignored folder."""
+
+    root: Path
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.root / "postgres"
+
+    @property
+    def charges_db(self) -> Path:
+        return self.root / "stripe" / "charges.sqlite"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def marketing_landing_dir(self) -> Path:
+        return self.landing_dir / "marketing"
+
+    @property
+    def slack_log(self) -> Path:
+        return self.root / "slack" / "messages.jsonl"
+
+    @property
+    def snowflake_dir(self) -> Path:
+        return self.root / "snowflake"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def ports_file(self) -> Path:
+        return self.root / "ports.json"
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    postgres: int
+    stripe: int
+    slack: int
+    snowflake: int
+    airflow: int
+
+    @classmethod
+    def load_or_allocate(cls, layout: StackLayout, airflow_port: int) -> StackPorts:
+        """Reuse the ports of the first start, so connections stay valid across restarts."""
+        if layout.ports_file.exists():
+            saved = json.loads(layout.ports_file.read_text())
+            return cls(**{**saved, "airflow": airflow_port})
+        ports = cls(find_free_port(), find_free_port(), find_free_port(), find_free_port(), airflow_port)
+        layout.root.mkdir(parents=True, exist_ok=True)
+        layout.ports_file.write_text(json.dumps(asdict(ports), indent=2))
+        return ports
+
+
+class LocalStack:
+    def __init__(self, layout: StackLayout, airflow_port: int = 8080) -> None:
+        self.layout = layout
+        self.ports = StackPorts.load_or_allocate(layout, airflow_port)
+        self.postgres = EmbeddedPostgres(layout.postgres_dir, self.ports.postgres)
+        self.settings = self._local_settings()
+
+    # ------------------------------------------------------------------ configuration
+    def _local_settings(self) -> AirflowSettings:
+        local = "127.0.0.1"
+        services = {name: Endpoint(local, self.ports.postgres) for name in POSTGRES_SERVICES}
+        services["stripe-stub"] = Endpoint(local, self.ports.stripe)
+        services["slack-receiver"] = Endpoint(local, self.ports.slack)
+        services["snowflake-emulator"] = Endpoint(local, self.ports.snowflake)
+        return localize(load_settings(SETTINGS_FILE), services, {CONTAINER_LANDING: self.layout.landing_dir})
+
+    def airflow_env(self) -> dict[str, str]:
+        """Airflow's configuration for the local stack, as environment variables."""
+        api = f"http://127.0.0.1:{self.ports.airflow}"
+        return {
+            "AIRFLOW_HOME": str(self.layout.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.dsn(AIRFLOW_METADATA_DB).replace(
+                "postgresql://", "postgresql+psycopg2://"
+            ),
+            "AIRFLOW__API__PORT": str(self.ports.airflow),
+            "AIRFLOW__API__BASE_URL": f"http://localhost:{self.ports.airflow}",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.layout.logs_dir / "airflow"),
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+
+    # ------------------------------------------------------------------ processes
+    def _process(self, name: str, *argv: str, env: dict[str, str] | None = None) -> ManagedProcess:
+        return ManagedProcess(name, tuple(argv), self.layout.run_dir, self.layout.logs_dir, env or {})
+
+    def stripe_stub(self) -> ManagedProcess:
+        stripe = self.settings.connection("stripe_api")
+        return self._process(
+            "stripe-stub",
+            sys.executable, "-m", "include.dev.stripe_stub",
+            "--port", str(self.ports.stripe),
+            "--charges-db", str(self.layout.charges_db),
+            "--api-key", stripe.password or "",
+            env={"PYTHONPATH": str(REPO_ROOT)},
+        )  # fmt: skip
+
+    def slack_receiver(self) -> ManagedProcess:
+        slack = self.settings.connection("slack_alerts")
+        return self._process(
+            "slack-receiver",
+            sys.executable, "-m", "include.dev.slack_receiver",
+            "--port", str(self.ports.slack),
+            "--token", slack.password or "",
+            "--log", str(self.layout.slack_log),
+            env={"PYTHONPATH": str(REPO_ROOT)},
+        )  # fmt: skip
+
+    def snowflake_emulator(self) -> ManagedProcess:
+        return self._process(
+            "snowflake-emulator",
+            str(Path(sys.executable).parent / "fakesnow"),
+            "-s", "-p", str(self.ports.snowflake), "-d", str(self.layout.snowflake_dir),
+        )  # fmt: skip
+
+    def airflow_components(self) -> list[ManagedProcess]:
+        airflow = str(Path(sys.executable).parent / "airflow")
+        env = self.airflow_env()
+        return [
+            self._process("airflow-api-server", airflow, "api-server", "--port", str(self.ports.airflow), env=env),
+            self._process("airflow-scheduler", airflow, "scheduler", env=env),
+            self._process("airflow-dag-processor", airflow, "dag-processor", env=env),
+            self._process("airflow-triggerer", airflow, "triggerer", env=env),
+        ]
+
+    def all_processes(self) -> list[ManagedProcess]:
+        return [self.stripe_stub(), self.slack_receiver(), self.snowflake_emulator(), *self.airflow_components()]
+
+    # ------------------------------------------------------------------ up / down
+    def up(self, scale: str = "small", seed: int = 42, with_airflow: bool = False) -> None:
+        self._check_ports_free(with_airflow)
+        self.postgres.start()
+        self._ensure_databases()
+        self._ensure_shop_data(scale, seed)
+        for directory in (self.layout.snowflake_dir, self.layout.slack_log.parent):
+            directory.mkdir(parents=True, exist_ok=True)
+        stub, slack, snowflake = self.stripe_stub(), self.slack_receiver(), self.snowflake_emulator()
+        for process in (stub, slack, snowflake):
+            process.start()
+        wait_for_http(f"http://127.0.0.1:{self.ports.stripe}/_stub/health", stub)
+        wait_for_http(f"http://127.0.0.1:{self.ports.slack}/health", slack)
+        wait_for_port(self.ports.snowflake, snowflake)
+        if with_airflow:
+            self._start_airflow()
+
+    def down(self) -> None:
+        for process in reversed(self.all_processes()):
+            process.stop()
+        self.postgres.stop()
+
+    def status(self) -> dict[str, str]:
+        state = {"postgres": f"running on 127.0.0.1:{self.ports.postgres}" if self.postgres.is_running() else "stopped"}
+        for process in self.all_processes():
+            pid = process.pid()
+            state[process.name] = f"running (pid {pid})" if pid else "stopped"
+        return state
+
+    def _check_ports_free(self, with_airflow: bool) -> None:
+        """A port held by something that is not ours is an error that names the port."""
+        ours = {p.name: p.pid() is not None for p in self.all_processes()}
+        wanted = {
+            "stripe-stub": self.ports.stripe,
+            "slack-receiver": self.ports.slack,
+            "snowflake-emulator": self.ports.snowflake,
+        }
+        if with_airflow:
+            wanted["airflow-api-server"] = self.ports.airflow
+        for name, port in wanted.items():
+            if not ours[name] and not port_is_free(port):
+                flag = " (choose another with --airflow-port)" if name == "airflow-api-server" else ""
+                raise PortInUseError(
+                    f"{name} cannot start: port {port} on 127.0.0.1 is in use by another process{flag}. "
+                    f"Stop that process, or delete {self.layout.ports_file} to pick new ports."
+                )
+
+    def _ensure_databases(self) -> None:
+        for conn in self.settings.connections:
+            if conn.conn_type == "postgres" and conn.login and conn.schema:
+                self.postgres.ensure_role(conn.login, conn.password or "")
+                self.postgres.ensure_database(conn.schema, owner=conn.login)
+        self.postgres.ensure_database(AIRFLOW_METADATA_DB)
+
+    def source_dsn(self) -> str:
+        source = self.settings.connection("ecommerce_source")
+        return self.postgres.dsn(source.schema or "", source.login or "", source.password)
+
+    def _ensure_shop_data(self, scale: str, seed: int) -> None:
+        """Generate the synthetic shop on first start only: restarts keep the data as it is."""
+        with psycopg.connect(self.source_dsn()) as conn:
+            has_orders = conn.execute("SELECT to_regclass('public.orders') IS NOT NULL").fetchone()[0]
+        if has_orders and self.layout.charges_db.exists():
+            return
+        from include.dev import shopgen
+
+        self.layout.marketing_landing_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.charges_db.parent.mkdir(parents=True, exist_ok=True)
+        print(f"Generating the synthetic shop ({scale}, seed {seed}) ...", flush=True)
+        shopgen.generate(
+            scale=scale,
+            seed=seed,
+            source_dsn=self.source_dsn(),
+            charges_db=self.layout.charges_db,
+            landing_dir=self.layout.marketing_landing_dir,
+        )
+
+    def _start_airflow(self) -> None:
+        self.layout.airflow_home.mkdir(parents=True, exist_ok=True)
+        self._write_env_script()
+        env = {**os.environ, **self.airflow_env()}
+        run_checked([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env, "airflow db migrate")
+        run_checked(
+            [sys.executable, "-m", "include.dev.airflow_objects", json.dumps(_settings_payload(self.settings))],
+            env,
+            "importing connections, variables and pools",
+        )
+        components = self.airflow_components()
+        for process in components:
+            process.start()
+        wait_for_http(f"http://127.0.0.1:{self.ports.airflow}/api/v2/monitor/health", components[0], 120)
+
+    def _write_env_script(self) -> None:
+        """``source .local/env.sh`` gives a shell the Airflow CLI of the local stack."""
+        lines = [f"export {key}={shlex.quote(value)}" for key, value in self.airflow_env().items()]
+        lines.append(f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH")
+        (self.layout.root / "env.sh").write_text("\n".join(lines) + "\n")
+
+
+def _settings_payload(settings: AirflowSettings) -> dict:
+    return {
+        "connections": {conn.conn_id: conn.to_airflow_dict() for conn in settings.connections},
+        "variables": settings.variables,
+        "pools": [asdict(pool) for pool in settings.pools],
+    }
+
+
+def run_checked(argv: list[str], env: dict[str, str], what: str) -> None:
+    import subprocess
+
+    result = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
+
+
+def wait_for_port(port: int, process: ManagedProcess, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while port_is_free(port):
+        if process.pid() is None:
+            raise process.fail_with_log("exited while starting")
+        if time.monotonic() > deadline:
+            raise process.fail_with_log(f"is not listening on port {port} after {timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
+def default_stack(airflow_port: int = 8080) -> LocalStack:
+    return LocalStack(StackLayout(REPO_ROOT / ".local"), airflow_port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m include.dev.stack", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start the stack (idempotent)")
+    up.add_argument("--scale", choices=("small", "medium", "large"), default="small")
+    up.add_argument("--seed", type=int, default=42)
+    up.add_argument("--airflow", action="store_true", help="also start Airflow (API server on --airflow-port)")
+    up.add_argument("--airflow-port", type=int, default=8080)
+    up.add_argument("--trigger", action="store_true", help=f"run the {PIPELINE_DAG_ID} DAG once and wait for it")
+    commands.add_parser("down", help="stop everything, keep the data")
+    commands.add_parser("status", help="what runs where")
+    args = parser.parse_args(argv)
+
+    stack = default_stack(getattr(args, "airflow_port", 8080))
+    try:
+        if args.command == "up":
+            started = time.monotonic()
+            stack.up(args.scale, args.seed, with_airflow=args.airflow or args.trigger)
+            print(f"Local stack up in {time.monotonic() - started:.1f}s")
+            if args.trigger:
+                from include.dev.airflow_client import run_dag_and_wait
+
+                run_dag_and_wait(f"http://127.0.0.1:{stack.ports.airflow}", PIPELINE_DAG_ID)
+            if args.airflow or args.trigger:
+                print(f"Airflow UI: http://localhost:{stack.ports.airflow}   (CLI: source .local/env.sh)")
+        elif args.command == "down":
+            stack.down()
+            print("Local stack stopped (data kept in .local/)")
+        else:
+            for name, state in stack.status().items():
+                print(f"{name:22} {state}")
+    except (PortInUseError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
