@@ -7,9 +7,21 @@ any order. The server is the same ``EmbeddedPostgres`` the local stack runs: rea
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration once, on first import: give the test session a throwaway home
+# (SQLite metadata DB, this repo's dags/ and plugins/) before any test module imports Airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-test-home-"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO_ROOT / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port
 
