@@ -21,11 +21,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psycopg
-
 from include.dev.airflow_settings import AirflowSettings, Endpoint, load_settings, localize
 from include.dev.embedded_postgres import EmbeddedPostgres, PortInUseError, find_free_port, port_is_free
 from include.dev.processes import ManagedProcess, wait_for_http
+from include.dev.seed import ensure_shop_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
@@ -244,22 +243,7 @@ class LocalStack:
 
     def _ensure_shop_data(self, scale: str, seed: int) -> None:
         """Generate the synthetic shop on first start only: restarts keep the data as it is."""
-        with psycopg.connect(self.source_dsn()) as conn:
-            has_orders = conn.execute("SELECT to_regclass('public.orders') IS NOT NULL").fetchone()[0]
-        if has_orders and self.layout.charges_db.exists():
-            return
-        from include.dev import shopgen
-
-        self.layout.marketing_landing_dir.mkdir(parents=True, exist_ok=True)
-        self.layout.charges_db.parent.mkdir(parents=True, exist_ok=True)
-        print(f"Generating the synthetic shop ({scale}, seed {seed}) ...", flush=True)
-        shopgen.generate(
-            scale=scale,
-            seed=seed,
-            source_dsn=self.source_dsn(),
-            charges_db=self.layout.charges_db,
-            landing_dir=self.layout.marketing_landing_dir,
-        )
+        ensure_shop_data(self.source_dsn(), self.layout.charges_db, self.layout.marketing_landing_dir, scale, seed)
 
     def _start_airflow(self) -> None:
         self.layout.airflow_home.mkdir(parents=True, exist_ok=True)
