@@ -1,0 +1,97 @@
+"""The embedded local stack starts, restarts and stops without losing data, on real processes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from include.dev.airflow_client import run_dag_and_wait
+from include.dev.embedded_postgres import PortInUseError, find_free_port
+from include.dev.stack import PIPELINE_DAG_ID, LocalStack, StackLayout
+
+
+@pytest.fixture
+def stack(tmp_path) -> Iterator[LocalStack]:
+    local = LocalStack(StackLayout(tmp_path / "local"), airflow_port=find_free_port())
+    yield local
+    local.down()
+
+
+def stripe_charge_count(local: LocalStack) -> int:
+    stripe = local.settings.connection("stripe_api")
+    request = urllib.request.Request(
+        f"{stripe.host}/v1/charges?limit=100", headers={"Authorization": f"Bearer {stripe.password}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return len(json.loads(response.read())["data"])
+
+
+def source_order_count(local: LocalStack) -> int:
+    with psycopg.connect(local.source_dsn()) as conn:
+        return int(conn.execute("SELECT count(*) FROM public.orders").fetchone()[0])
+
+
+def warehouse_dsn(local: LocalStack) -> str:
+    warehouse = local.settings.connection("warehouse_postgres")
+    return local.postgres.dsn(warehouse.schema or "", warehouse.login or "", warehouse.password)
+
+
+@pytest.mark.slow
+def test_start_twice_then_stop_and_restart_keeps_everything(stack: LocalStack) -> None:
+    stack.up(scale="small")
+    orders = source_order_count(stack)
+    assert orders > 0
+    assert stripe_charge_count(stack) > 0
+    assert any(stack.layout.marketing_landing_dir.glob("marketing_spend_*.csv"))
+    pids = {name: state for name, state in stack.status().items()}
+
+    stack.up(scale="small")  # a second start changes nothing
+    assert stack.status() == pids
+    assert source_order_count(stack) == orders
+
+    with psycopg.connect(warehouse_dsn(stack)) as conn:
+        conn.execute("CREATE TABLE survives_restart (note text)")
+        conn.execute("INSERT INTO survives_restart VALUES ('kept')")
+
+    stack.down()
+    assert all(state == "stopped" for state in stack.status().values())
+
+    restarted = LocalStack(stack.layout, airflow_port=stack.ports.airflow)
+    assert restarted.ports == stack.ports  # same ports, so connections stay valid
+    restarted.up(scale="small")
+    assert source_order_count(restarted) == orders
+    assert stripe_charge_count(restarted) > 0
+    with psycopg.connect(warehouse_dsn(restarted)) as conn:
+        assert conn.execute("SELECT note FROM survives_restart").fetchall() == [("kept",)]
+
+
+def test_a_port_in_use_is_a_clear_error(stack: LocalStack) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", stack.ports.stripe))
+        squatter.listen()
+        with pytest.raises(PortInUseError, match=rf"stripe-stub.*port {stack.ports.stripe}.*in use"):
+            stack.up(scale="small")
+    assert not stack.postgres.is_running()  # refused before starting anything
+
+
+def test_the_airflow_port_in_use_names_the_flag(stack: LocalStack) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", stack.ports.airflow))
+        squatter.listen()
+        with pytest.raises(PortInUseError, match="--airflow-port"):
+            stack.up(scale="small", with_airflow=True)
+
+
+@pytest.mark.slow
+def test_airflow_runs_the_pipeline_dag_and_serves_the_ui(stack: LocalStack) -> None:
+    stack.up(scale="small", with_airflow=True)
+    base_url = f"http://127.0.0.1:{stack.ports.airflow}"
+    assert run_dag_and_wait(base_url, PIPELINE_DAG_ID) == "success"
+    with urllib.request.urlopen(base_url + "/", timeout=10) as response:
+        assert response.status == 200
+        assert b"<html" in response.read().lower()
