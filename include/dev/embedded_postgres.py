@@ -84,8 +84,7 @@ class EmbeddedPostgres:
         if not port_is_free(self.port, self.host):
             raise PortInUseError(
                 f"Embedded Postgres cannot listen on {self.host}:{self.port}: the port is in use "
-                f"by another process. Stop that process, or choose another port "
-                f"(see `python -m include.dev.stack up --help`)."
+                f"by another process. Stop that process, or start this server on another port."
             )
         self._initdb_once()
         self._pg_ctl(

@@ -215,7 +215,9 @@ class LocalStack:
     def _check_ports_free(self, with_airflow: bool) -> None:
         """A port held by something that is not ours is an error that names the port."""
         ours = {p.name: p.pid() is not None for p in self.all_processes()}
+        ours["postgres"] = self.postgres.is_running()
         wanted = {
+            "postgres": self.ports.postgres,
             "stripe-stub": self.ports.stripe,
             "slack-receiver": self.ports.slack,
             "snowflake-emulator": self.ports.snowflake,

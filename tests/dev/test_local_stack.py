@@ -70,11 +70,13 @@ def test_start_twice_then_stop_and_restart_keeps_everything(stack: LocalStack) -
         assert conn.execute("SELECT note FROM survives_restart").fetchall() == [("kept",)]
 
 
-def test_a_port_in_use_is_a_clear_error(stack: LocalStack) -> None:
+@pytest.mark.parametrize("service", ["postgres", "stripe", "slack", "snowflake"])
+def test_a_port_in_use_is_a_clear_error(stack: LocalStack, service: str) -> None:
+    port = getattr(stack.ports, service)
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", stack.ports.stripe))
+        squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        with pytest.raises(PortInUseError, match=rf"stripe-stub.*port {stack.ports.stripe}.*in use"):
+        with pytest.raises(PortInUseError, match=rf"port {port} .*in use.*ports.json"):
             stack.up(scale="small")
     assert not stack.postgres.is_running()  # refused before starting anything
 
