@@ -1,0 +1,87 @@
+"""The shop's OLTP PostgreSQL (Connection ``ecommerce_source``) as a stream of CSV chunks.
+
+Rows leave the source through ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``: the server formats
+them, Python only regroups the bytes into bounded chunks, so memory stays flat whatever the table
+size. Columns are read from the catalog on every run, so a column added in the source shows up in
+``raw`` on the next load instead of failing it. One read-only REPEATABLE READ transaction makes the
+column list and the rows a single consistent snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from include.ingestion.config import PostgresTable
+from include.ingestion.tables import CHUNK_BYTES, Column, RawTable
+from include.ingestion.warehouse.postgres import connect
+
+
+class SourceTableMissing(RuntimeError):
+    """The configured table does not exist in the source."""
+
+
+@contextmanager
+def snapshot(entry: PostgresTable) -> Iterator[psycopg.Connection]:
+    """A read-only, repeatable-read connection to the entry's source database."""
+    conn = connect(entry.conn_id)
+    try:
+        conn.commit()  # end the transaction the session SET opened, so the next one gets these settings
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        conn.execute("SELECT set_config('application_name', %s, false)", (f"ingestion:{entry.name}",))
+        yield conn
+    finally:
+        conn.close()
+
+
+def describe(conn: psycopg.Connection, entry: PostgresTable) -> RawTable:
+    """The raw table mirroring the source table: same column names and types, the entry's key."""
+    rows = conn.execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        (entry.schema, entry.table),
+    ).fetchall()
+    if not rows:
+        raise SourceTableMissing(
+            f"source '{entry.name}': table {entry.schema}.{entry.table} not found through connection "
+            f"'{entry.conn_id}'. Check `table`/`schema` in sources.yml and the connection's database."
+        )
+    columns = tuple(Column(name, type_) for name, type_ in rows)
+    if entry.cursor not in {c.name for c in columns}:
+        raise SourceTableMissing(
+            f"source '{entry.name}': cursor column '{entry.cursor}' is not a column of {entry.schema}.{entry.table}."
+        )
+    return RawTable(entry.name, columns, entry.primary_key)
+
+
+def copy_rows(
+    conn: psycopg.Connection, entry: PostgresTable, table: RawTable, since: datetime | None
+) -> Iterator[bytes]:
+    """CSV chunks of the rows whose cursor is at or after ``since`` (every row when None)."""
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(sql.Identifier(name) for name in table.column_names),
+        sql.Identifier(entry.schema, entry.table),
+    )
+    if since is not None:
+        query = sql.SQL("{} WHERE {} >= {}").format(query, sql.Identifier(entry.cursor), sql.Literal(since))
+    buffer = bytearray()
+    with conn.cursor() as cursor:
+        with cursor.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query)) as copy:
+            for row in copy:
+                buffer += row
+                if len(buffer) >= CHUNK_BYTES:
+                    yield bytes(buffer)
+                    buffer.clear()
+    if buffer:
+        yield bytes(buffer)

@@ -1,0 +1,180 @@
+"""PostgreSQL warehouse writer (Connection ``warehouse_postgres``).
+
+Staging is ``COPY ... FROM STDIN`` into a temporary table (no WAL, no indexes: the fastest way
+into PostgreSQL); the merge is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE ... IS DISTINCT
+FROM``, so a row whose data did not change keeps its ``_loaded_at`` and ``_batch_id`` and a rerun
+writes nothing. Staging and merges share the session's single transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from psycopg import sql
+
+from include.ingestion.tables import LOAD_COLUMNS, RawTable
+from include.ingestion.warehouse.base import (
+    RAW_SCHEMA,
+    ReplaceScope,
+    Warehouse,
+    WarehouseSession,
+    staging_name,
+)
+
+log = logging.getLogger(__name__)
+
+# Serialises raw DDL across concurrent extraction tasks (CREATE ... IF NOT EXISTS races otherwise).
+_DDL_LOCK_KEY = 0x7261775F646466  # "raw_ddl"
+
+
+def connect(conn_id: str) -> psycopg.Connection:
+    """A psycopg 3 connection from an Airflow Connection, via the provider's hook."""
+    connection = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    connection.execute("SET TimeZone = 'UTC'")
+    return connection
+
+
+class PostgresWarehouse(Warehouse):
+    name = "postgres"
+
+    def __init__(self, conn_id: str = "warehouse_postgres") -> None:
+        self.conn_id = conn_id
+
+    def ensure_tables(self, tables: Sequence[RawTable]) -> None:
+        with connect(self.conn_id) as conn:  # psycopg commits on a clean exit, then closes
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+            if conn.execute("SELECT to_regnamespace(%s)", (RAW_SCHEMA,)).fetchone()[0] is None:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(RAW_SCHEMA)))
+            for table in tables:
+                _ensure_table(conn, table)
+
+    @contextmanager
+    def session(self, batch_id: str) -> Iterator[PostgresSession]:
+        conn = connect(self.conn_id)
+        try:
+            yield PostgresSession(conn, batch_id, datetime.now(UTC))
+        finally:
+            conn.close()  # an uncommitted transaction is rolled back by the server
+
+
+class PostgresSession(WarehouseSession):
+    def __init__(self, conn: psycopg.Connection, batch_id: str, loaded_at: datetime) -> None:
+        super().__init__(batch_id, loaded_at)
+        self._conn = conn
+        self._staged: set[str] = set()
+
+    def stage(self, table: RawTable, chunks: Iterable[bytes]) -> int:
+        stage = sql.Identifier(staging_name(table))
+        if table.name not in self._staged:
+            columns = sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns
+            )
+            self._conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({})").format(stage, columns))
+            self._staged.add(table.name)
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(stage, _names(table.column_names))
+        with self._conn.cursor() as cursor:
+            with cursor.copy(copy_sql) as copy:
+                for chunk in chunks:
+                    copy.write(chunk)
+            return cursor.rowcount
+
+    def staged_max(self, table: RawTable, column: str) -> Any:
+        query = sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(staging_name(table)))
+        return self._conn.execute(query).fetchone()[0]
+
+    def merge(self, table: RawTable, replace: ReplaceScope | None = None) -> int:
+        deleted = self._delete_replaced(table, replace) if replace else 0
+        with self._conn.cursor() as cursor:
+            cursor.execute(_merge_sql(table), {"loaded_at": self.loaded_at, "batch_id": self.batch_id})
+            merged = cursor.rowcount
+        log.info("raw.%s: %d rows merged, %d replaced rows removed", table.name, merged, deleted)
+        return merged + deleted
+
+    def read(self, table: RawTable) -> list[dict[str, Any]]:
+        with self._conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+            cursor.execute(sql.SQL("SELECT * FROM {}").format(_raw(table)))
+            return list(cursor.fetchall())
+
+    def commit(self) -> None:
+        self._conn.commit()
+
+    def _delete_replaced(self, table: RawTable, replace: ReplaceScope) -> int:
+        key = _names(table.key)
+        query = sql.SQL(
+            "DELETE FROM {raw} AS r WHERE r.{column} = ANY(%s) "
+            "AND ({r_key}) NOT IN (SELECT {key} FROM {stage})"
+        ).format(
+            raw=_raw(table),
+            column=sql.Identifier(replace.column),
+            r_key=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(k)) for k in table.key),
+            key=key,
+            stage=sql.Identifier(staging_name(table)),
+        )
+        with self._conn.cursor() as cursor:
+            cursor.execute(query, (list(replace.values),))
+            return cursor.rowcount
+
+
+def _merge_sql(table: RawTable) -> sql.Composed:
+    data = table.column_names
+    non_key = [name for name in data if name not in table.key]
+    every = [*data, *(c.name for c in LOAD_COLUMNS)]
+    if non_key:
+        updated = [*non_key, *(c.name for c in LOAD_COLUMNS)]
+        on_conflict = sql.SQL("DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
+            sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in updated),
+            old=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(n)) for n in non_key),
+            new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(n)) for n in non_key),
+        )
+    else:
+        on_conflict = sql.SQL("DO NOTHING")
+    return sql.SQL(
+        "INSERT INTO {raw} AS r ({every}) SELECT {data}, %(loaded_at)s, %(batch_id)s FROM {stage} "
+        "ON CONFLICT ({key}) {on_conflict}"
+    ).format(
+        raw=_raw(table),
+        every=_names(every),
+        data=_names(data),
+        stage=sql.Identifier(staging_name(table)),
+        key=_names(table.key),
+        on_conflict=on_conflict,
+    )
+
+
+def _ensure_table(conn: psycopg.Connection, table: RawTable) -> None:
+    columns = [*table.columns, *LOAD_COLUMNS]
+    definition = sql.SQL(", ").join(
+        [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns]
+        + [sql.SQL("{} {} NOT NULL").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in LOAD_COLUMNS]
+        + [sql.SQL("PRIMARY KEY ({})").format(_names(table.key))]
+    )
+    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(_raw(table), definition))
+    existing = {
+        row[0]
+        for row in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (f"{RAW_SCHEMA}.{table.name}",),
+        )
+    }
+    for column in columns:
+        if column.name not in existing:
+            log.info("raw.%s: adding column %s %s, new in the source", table.name, column.name, column.type)
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    _raw(table), sql.Identifier(column.name), sql.SQL(column.type)
+                )
+            )
+
+
+def _raw(table: RawTable) -> sql.Identifier:
+    return sql.Identifier(RAW_SCHEMA, table.name)
+
+
+def _names(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(name) for name in names)
