@@ -27,7 +27,8 @@ from include.ingestion.config import (
     source_entry,
 )
 from include.ingestion.state import STATE_TABLE, high_water, save_high_water
-from include.ingestion.warehouse.base import Warehouse
+from include.ingestion.tables import csv_chunks
+from include.ingestion.warehouse.base import ReplaceScope, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +133,16 @@ def _load_postgres(entry: PostgresTable, run: _Run) -> LoadReport:
 def _load_stripe(entry: StripeCharges, run: _Run) -> LoadReport:
     from include.ingestion.sources import stripe as source
 
-    run.warehouse.ensure_tables([STATE_TABLE, source.RAW_TABLE])
+    table = source.raw_table(entry)
+    run.warehouse.ensure_tables([STATE_TABLE, table])
     with run.warehouse.session(run.batch_id) as session:
         previous = high_water(session, entry.name)
         full = _is_full(entry, run, previous)
         since = None if full else int(previous) - entry.reread_days * 86_400
-        read = session.stage(source.RAW_TABLE, source.charge_rows(entry, created_gte=since))
-        newest = session.staged_max(source.RAW_TABLE, "created")
+        read = session.stage(table, source.charge_rows(entry, created_gte=since))
+        newest = session.staged_max(table, entry.cursor)
         mark = str(max(int(newest), int(previous or 0))) if newest is not None else previous
-        merged = session.merge(source.RAW_TABLE)
+        merged = session.merge(table)
         save_high_water(session, entry.name, entry.cursor, mark)
         session.commit()
     return LoadReport(
@@ -152,7 +154,27 @@ def _load_stripe(entry: StripeCharges, run: _Run) -> LoadReport:
 def _load_marketing(entry: MarketingCsv, run: _Run) -> LoadReport:
     from include.ingestion.sources import marketing_csv as source
 
-    return source.load(entry, run.warehouse, run.batch_id, run.full_refresh)
+    spend, rejects = source.spend_table(entry), source.rejects_table(entry)
+    run.warehouse.ensure_tables([source.LANDED_FILES, spend, rejects])
+    full = run.full_refresh or entry.mode is LoadMode.FULL
+    with run.warehouse.session(run.batch_id) as session:
+        landed = {row["file_name"]: row["checksum"] for row in session.read(source.LANDED_FILES)}
+        deliveries = list(source.pending_deliveries(entry, landed, everything=full))
+        names = tuple(d.name for d in deliveries)
+        key_positions = tuple(spend.column_names.index(k) for k in spend.key)
+        session.stage(spend, csv_chunks(source.latest_rows(deliveries, key_positions)))
+        session.stage(rejects, csv_chunks(r for d in deliveries for r in d.rejects))
+        files = ((d.name, d.checksum, len(d.rows), len(d.rejects)) for d in deliveries)
+        session.stage(source.LANDED_FILES, csv_chunks(files))
+        merged = session.merge(spend)
+        session.merge(rejects, replace=ReplaceScope("_source_file", names))
+        session.merge(source.LANDED_FILES)
+        session.commit()
+    return LoadReport(
+        entry.name, run.warehouse.name, run.batch_id, "full" if full else "incremental",
+        sum(len(d.rows) + len(d.rejects) for d in deliveries), merged, sum(len(d.rejects) for d in deliveries),
+        None, None, 0.0, names,
+    )  # fmt: skip
 
 
 _LOADERS: dict[type, Callable[..., LoadReport]] = {
