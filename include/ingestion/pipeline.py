@@ -26,9 +26,9 @@ from include.ingestion.config import (
     load_source_config,
     source_entry,
 )
-from include.ingestion.state import STATE_TABLE, high_water, save_high_water
-from include.ingestion.tables import csv_chunks
-from include.ingestion.warehouse.base import ReplaceScope, Warehouse
+from include.ingestion.state import STATE_TABLE, high_water, stage_high_water
+from include.ingestion.tables import RawTable, csv_chunks
+from include.ingestion.warehouse.base import ReplaceScope, Warehouse, WarehouseSession
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,18 @@ def _is_full(entry: SourceConfig, run: _Run, previous: str | None) -> bool:
     return run.full_refresh or entry.mode is LoadMode.FULL or previous is None
 
 
+def _merge_with_mark(session: WarehouseSession, table: RawTable, source: str, cursor: str, mark: str | None) -> int:
+    """Merge the staged rows and the new high-water mark, then commit both at once.
+
+    Everything is staged before the first merge (Snowflake commits an open transaction on DDL).
+    """
+    stage_high_water(session, source, cursor, mark)
+    merged = session.merge(table)
+    session.merge(STATE_TABLE)
+    session.commit()
+    return merged
+
+
 def _load_postgres(entry: PostgresTable, run: _Run) -> LoadReport:
     from include.ingestion.sources import postgres as source
 
@@ -121,9 +133,7 @@ def _load_postgres(entry: PostgresTable, run: _Run) -> LoadReport:
             read = session.stage(table, source.copy_rows(conn, entry, table, since))
             newest = session.staged_max(table, entry.cursor)
             mark = newest.isoformat() if newest is not None else previous
-            merged = session.merge(table)
-            save_high_water(session, entry.name, entry.cursor, mark)
-            session.commit()
+            merged = _merge_with_mark(session, table, entry.name, entry.cursor, mark)
     return LoadReport(
         entry.name, run.warehouse.name, run.batch_id, "full" if full else "incremental",
         read, merged, 0, previous, mark, 0.0,
@@ -142,9 +152,7 @@ def _load_stripe(entry: StripeCharges, run: _Run) -> LoadReport:
         read = session.stage(table, source.charge_rows(entry, created_gte=since))
         newest = session.staged_max(table, entry.cursor)
         mark = str(max(int(newest), int(previous or 0))) if newest is not None else previous
-        merged = session.merge(table)
-        save_high_water(session, entry.name, entry.cursor, mark)
-        session.commit()
+        merged = _merge_with_mark(session, table, entry.name, entry.cursor, mark)
     return LoadReport(
         entry.name, run.warehouse.name, run.batch_id, "full" if full else "incremental",
         read, merged, 0, previous, mark, 0.0,

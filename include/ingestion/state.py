@@ -24,7 +24,6 @@ def high_water(session: WarehouseSession, source: str) -> str | None:
     return None
 
 
-def save_high_water(session: WarehouseSession, source: str, cursor_column: str, value: str | None) -> None:
-    """Stage and merge the new mark; it becomes visible with the session's commit."""
+def stage_high_water(session: WarehouseSession, source: str, cursor_column: str, value: str | None) -> None:
+    """Stage the new mark; the caller merges ``STATE_TABLE`` with the data, before one commit."""
     session.stage(STATE_TABLE, csv_chunks([(source, cursor_column, value)]))
-    session.merge(STATE_TABLE)
