@@ -4,6 +4,12 @@ Staging is ``COPY ... FROM STDIN`` into a temporary table (no WAL, no indexes: t
 into PostgreSQL); the merge is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE ... IS DISTINCT
 FROM``, so a row whose data did not change keeps its ``_loaded_at`` and ``_batch_id`` and a rerun
 writes nothing. Staging and merges share the session's single transaction.
+
+When the raw table is empty (a first load), merging would only copy every staged row a second
+time, so the rows are copied straight into the raw table instead, under a lock, in the same
+transaction: half the work for the load that moves the most rows. The load columns default to the
+session's batch (``ingestion.batch_id`` / ``ingestion.loaded_at`` transaction settings), which is
+what lets COPY fill them.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ from include.ingestion.warehouse.base import (
 
 log = logging.getLogger(__name__)
 
+# The load columns' defaults: the writing session's batch, set per transaction by PostgresSession.
+_LOAD_DEFAULTS = {
+    "_loaded_at": sql.SQL("current_setting('ingestion.loaded_at')::timestamptz"),
+    "_batch_id": sql.SQL("current_setting('ingestion.batch_id')"),
+}
 # Serialises raw DDL across concurrent extraction tasks (CREATE ... IF NOT EXISTS races otherwise).
 _DDL_LOCK_KEY = 0x7261775F646466  # "raw_ddl"
 
@@ -58,6 +69,7 @@ class PostgresWarehouse(Warehouse):
     def session(self, batch_id: str) -> Iterator[PostgresSession]:
         conn = connect(self.conn_id)
         try:
+            conn.commit()  # the connection's SET; the session's own transaction starts below
             yield PostgresSession(conn, batch_id, datetime.now(UTC))
         finally:
             conn.close()  # an uncommitted transaction is rolled back by the server
@@ -67,34 +79,52 @@ class PostgresSession(WarehouseSession):
     def __init__(self, conn: psycopg.Connection, batch_id: str, loaded_at: datetime) -> None:
         super().__init__(batch_id, loaded_at)
         self._conn = conn
-        self._staged: set[str] = set()
+        self._direct: dict[str, bool] = {}  # table → staged straight into raw (it was empty)
+        self._staged_rows: dict[str, int] = {}
+        conn.execute(
+            "SELECT set_config('ingestion.batch_id', %s, true), set_config('ingestion.loaded_at', %s, true)",
+            (batch_id, loaded_at.isoformat()),
+        )
 
     def stage(self, table: RawTable, chunks: Iterable[bytes]) -> int:
-        stage = sql.Identifier(staging_name(table))
-        if table.name not in self._staged:
-            columns = sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns
-            )
-            self._conn.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({})").format(stage, columns))
-            self._staged.add(table.name)
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(stage, _names(table.column_names))
+        if table.name not in self._direct:
+            self._direct[table.name] = self._raw_is_empty(table)
+            if not self._direct[table.name]:
+                columns = sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns
+                )
+                self._conn.execute(
+                    sql.SQL("CREATE TEMPORARY TABLE {} ({})").format(sql.Identifier(staging_name(table)), columns)
+                )
+        target = _raw(table) if self._direct[table.name] else sql.Identifier(staging_name(table))
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, _names(table.column_names))
         with self._conn.cursor() as cursor:
             with cursor.copy(copy_sql) as copy:
                 for chunk in chunks:
                     copy.write(chunk)
-            return cursor.rowcount
+            rows = cursor.rowcount
+        self._staged_rows[table.name] = self._staged_rows.get(table.name, 0) + rows
+        return rows
 
     def staged_max(self, table: RawTable, column: str) -> Any:
-        query = sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(staging_name(table)))
-        return self._conn.execute(query).fetchone()[0]
+        source = _raw(table) if self._direct[table.name] else sql.Identifier(staging_name(table))
+        return self._conn.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), source)).fetchone()[0]
 
     def merge(self, table: RawTable, replace: ReplaceScope | None = None) -> int:
-        deleted = self._delete_replaced(table, replace) if replace else 0
-        with self._conn.cursor() as cursor:
-            cursor.execute(_merge_sql(table), {"loaded_at": self.loaded_at, "batch_id": self.batch_id})
-            merged = cursor.rowcount
+        if self._direct[table.name]:
+            merged, deleted = self._staged_rows[table.name], 0
+        else:
+            deleted = self._delete_replaced(table, replace) if replace else 0
+            with self._conn.cursor() as cursor:
+                cursor.execute(_merge_sql(table))
+                merged = cursor.rowcount
         log.info("raw.%s: %d rows merged, %d replaced rows removed", table.name, merged, deleted)
         return merged + deleted
+
+    def _raw_is_empty(self, table: RawTable) -> bool:
+        """Lock out other writers (readers go on), then look: an empty table takes the COPY directly."""
+        self._conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(_raw(table)))
+        return not self._conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(_raw(table))).fetchone()[0]
 
     def read(self, table: RawTable) -> list[dict[str, Any]]:
         with self._conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
@@ -122,24 +152,21 @@ class PostgresSession(WarehouseSession):
 
 
 def _merge_sql(table: RawTable) -> sql.Composed:
+    """Insert new keys, update changed rows; the load columns take their defaults (this batch)."""
     data = table.column_names
     non_key = [name for name in data if name not in table.key]
-    every = [*data, *(c.name for c in LOAD_COLUMNS)]
     if non_key:
-        updated = [*non_key, *(c.name for c in LOAD_COLUMNS)]
+        sets = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in non_key]
+        sets += [sql.SQL("{} = DEFAULT").format(sql.Identifier(c.name)) for c in LOAD_COLUMNS]
         on_conflict = sql.SQL("DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
-            sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in updated),
+            sets=sql.SQL(", ").join(sets),
             old=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(n)) for n in non_key),
             new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(n)) for n in non_key),
         )
     else:
         on_conflict = sql.SQL("DO NOTHING")
-    return sql.SQL(
-        "INSERT INTO {raw} AS r ({every}) SELECT {data}, %(loaded_at)s, %(batch_id)s FROM {stage} "
-        "ON CONFLICT ({key}) {on_conflict}"
-    ).format(
+    return sql.SQL("INSERT INTO {raw} AS r ({data}) SELECT {data} FROM {stage} ON CONFLICT ({key}) {on_conflict}").format(
         raw=_raw(table),
-        every=_names(every),
         data=_names(data),
         stage=sql.Identifier(staging_name(table)),
         key=_names(table.key),
@@ -151,7 +178,8 @@ def _ensure_table(conn: psycopg.Connection, table: RawTable) -> None:
     columns = [*table.columns, *LOAD_COLUMNS]
     definition = sql.SQL(", ").join(
         [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns]
-        + [sql.SQL("{} {} NOT NULL").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in LOAD_COLUMNS]
+        + [sql.SQL("{} {} NOT NULL DEFAULT {}").format(sql.Identifier(c.name), sql.SQL(c.type), _LOAD_DEFAULTS[c.name])
+           for c in LOAD_COLUMNS]
         + [sql.SQL("PRIMARY KEY ({})").format(_names(table.key))]
     )
     conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(_raw(table), definition))
