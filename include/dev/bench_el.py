@@ -1,0 +1,362 @@
+"""Extract-load benchmark: ``include.ingestion`` against the alternatives, on the same machine and data.
+
+``python -m include.dev.bench_el --scales medium large`` (``make bench-el``). For each scale it starts
+a throwaway embedded PostgreSQL, generates the synthetic shop into a source database and moves the
+four OLTP tables into fresh warehouse databases with:
+
+- ``ours``    ``include.ingestion.pipeline.extract`` (full load, then an incremental one after a day
+              of changes), each in its own process so its peak RSS is the task's;
+- ``psql``    ``psql -c "COPY t TO STDOUT" | psql -c "COPY t FROM STDIN"`` into an identical table
+              with its primary key: the physical limit of this machine;
+- ``pandas``  ``pandas.read_sql_table`` + ``DataFrame.to_sql`` (the naive pipeline);
+- ``dlt``     dlt's ``sql_database`` source, pyarrow backend, into the same PostgreSQL (installed only
+              in ``.local/bench-venv`` from ``requirements-bench.txt``).
+
+Prints one table and writes the numbers to ``bench-results/bench_el_<time>.json``. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psycopg
+
+from include.dev.airflow_settings import ConnectionSpec
+from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port, postgres_bin_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TABLES = ("customers", "products", "orders", "order_items")
+BENCH_VENV = REPO_ROOT / ".local" / "bench-venv"
+RESULTS = REPO_ROOT / "bench-results"
+SEED = 42
+ROLES = {"shop": "bench-shop-pw", "warehouse": "bench-warehouse-pw"}
+
+
+@dataclass(frozen=True)
+class Result:
+    scale: str
+    method: str
+    table: str
+    rows: int
+    seconds: float
+    peak_rss_mib: float | None = None
+    note: str = ""
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+# ---------------------------------------------------------------------------------------- workers
+def worker_ours(table: str, full: bool) -> dict:
+    """Runs in a child process: import first (a worker has Airflow loaded), then time one extract."""
+    from include.ingestion.pipeline import extract
+    from include.ingestion.sources import postgres as _source  # noqa: F401  (imports the hooks)
+
+    started = time.perf_counter()
+    report = extract(table, full_refresh=full, batch_id=f"bench-{table}-{'full' if full else 'incr'}")
+    seconds = time.perf_counter() - started
+    return {"rows": report.rows_merged, "read": report.rows_read, "seconds": seconds, "peak_rss_mib": _peak_rss_mib()}
+
+
+def worker_pandas(table: str, source_url: str, warehouse_url: str) -> dict:
+    import pandas as pd
+    import sqlalchemy
+
+    source, warehouse = sqlalchemy.create_engine(source_url), sqlalchemy.create_engine(warehouse_url)
+    started = time.perf_counter()
+    frame = pd.read_sql_table(table, source, schema="public")
+    frame.to_sql(table, warehouse, schema="naive", index=False, if_exists="replace")
+    return {"rows": len(frame), "seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
+
+
+DLT_SCRIPT = """
+import json, resource, sys, time
+import dlt
+from dlt.sources.sql_database import sql_database
+table, source_url, warehouse_url, pipelines_dir = sys.argv[1:5]
+pipeline = dlt.pipeline(pipeline_name="bench_" + table, destination=dlt.destinations.postgres(warehouse_url),
+                        dataset_name="dlt_raw", pipelines_dir=pipelines_dir)
+source = sql_database(source_url, schema="public", table_names=[table], backend="pyarrow")
+started = time.perf_counter()
+pipeline.run(source)
+seconds = time.perf_counter() - started
+rows = pipeline.last_trace.last_normalize_info.row_counts.get(table, 0)
+print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+# Same tables, types and sizes as the generator's scales, for when it is not installed.
+FALLBACK_SIZES = {
+    "small": {"customers": 2_000, "products": 200, "orders": 10_000, "items": 30_000},
+    "medium": {"customers": 20_000, "products": 1_000, "orders": 100_000, "items": 300_000},
+    "large": {"customers": 200_000, "products": 5_000, "orders": 1_000_000, "items": 3_000_000},
+}
+FALLBACK_SHOP = """
+CREATE TABLE customers (customer_id bigint PRIMARY KEY, email text NOT NULL, first_name text, last_name text,
+    country_code char(2), created_at timestamptz, updated_at timestamptz);
+CREATE TABLE products (product_id bigint PRIMARY KEY, sku text UNIQUE NOT NULL, name text NOT NULL, category text NOT NULL,
+    unit_price numeric(12,2) NOT NULL, is_active boolean NOT NULL, created_at timestamptz, updated_at timestamptz);
+CREATE TABLE orders (order_id bigint PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers, status text NOT NULL,
+    channel text NOT NULL, currency char(3) NOT NULL DEFAULT 'USD', ordered_at timestamptz NOT NULL,
+    created_at timestamptz, updated_at timestamptz);
+CREATE TABLE order_items (order_item_id bigint PRIMARY KEY, order_id bigint NOT NULL REFERENCES orders,
+    product_id bigint NOT NULL REFERENCES products, quantity int NOT NULL CHECK (quantity > 0),
+    unit_price numeric(12,2) NOT NULL, discount_amount numeric(12,2) NOT NULL DEFAULT 0, created_at timestamptz, updated_at timestamptz);
+INSERT INTO customers SELECT i, 'customer' || i || '@example.com', 'First' || i, 'Last' || i,
+    (ARRAY['US','DE','FR','GB','NL'])[1 + i % 5], t, t
+    FROM generate_series(1, {customers}) i, LATERAL (SELECT timestamptz '2025-01-01' + (i % 365) * interval '1 day') d(t);
+INSERT INTO products SELECT i, 'SKU-' || i, 'Product ' || i, (ARRAY['mugs','tees','books','games'])[1 + i % 4],
+    (5 + i % 95) + 0.99, i % 10 <> 0, timestamptz '2025-01-01', timestamptz '2025-01-01'
+    FROM generate_series(1, {products}) i;
+INSERT INTO orders SELECT i, 1 + i % {customers}, (ARRAY['placed','shipped','completed','returned','cancelled'])[1 + i % 5],
+    (ARRAY['organic','paid_search','social','email','affiliate'])[1 + i % 5], 'USD', t, t, t + interval '2 days'
+    FROM generate_series(1, {orders}) i, LATERAL (SELECT timestamptz '2025-01-01' + (i * 365.0 / {orders}) * interval '1 day') d(t);
+INSERT INTO order_items SELECT i, 1 + (i - 1) / 3, 1 + i % {products}, 1 + i % 3, (5 + i % 95) + 0.99, (i % 4) * 0.5, t, t
+    FROM generate_series(1, {items}) i, LATERAL (SELECT timestamptz '2025-01-01' + ((i - 1) / 3 * 365.0 / {orders}) * interval '1 day') d(t);
+ANALYZE;
+"""
+FALLBACK_DAY = """
+UPDATE orders SET status = 'completed', updated_at = timestamptz '2026-01-05 12:00:00+00' WHERE order_id % 200 = 7;
+UPDATE customers SET country_code = 'FR', updated_at = timestamptz '2026-01-05 12:00:00+00' WHERE customer_id % 500 = 3;
+INSERT INTO orders SELECT {orders} + i, 1 + i, 'placed', 'email', 'USD', t, t, t
+    FROM generate_series(1, {orders} / 365) i, LATERAL (SELECT timestamptz '2026-01-05 13:00:00+00') d(t);
+INSERT INTO order_items SELECT {items} + i, {orders} + 1 + (i - 1) / 3, 1, 1, 9.99, 0, t, t
+    FROM generate_series(1, {orders} / 365 * 3) i, LATERAL (SELECT timestamptz '2026-01-05 13:00:00+00') d(t);
+"""
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# ---------------------------------------------------------------------------------------- the bench
+class Bench:
+    def __init__(self, root: Path, scale: str) -> None:
+        self.root, self.scale = root, scale
+        self.server = EmbeddedPostgres(root / "postgres", find_free_port())
+
+    def dsn(self, database: str, role: str) -> str:
+        return self.server.dsn(database, role, ROLES[role])
+
+    def env(self, warehouse_db: str) -> dict[str, str]:
+        """Connections the Airflow way, for child processes."""
+        env = dict(os.environ, AIRFLOW_HOME=str(self.root / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+                   PYTHONPATH=str(REPO_ROOT))  # fmt: skip
+        for conn_id, role, database in (("ecommerce_source", "shop", "source"), ("warehouse_postgres", "warehouse", warehouse_db)):
+            spec = ConnectionSpec(conn_id, "postgres", self.server.host, self.server.port, database, role, ROLES[role])
+            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = spec.to_env_value()
+        return env
+
+    def start(self) -> None:
+        (self.root / "airflow").mkdir(parents=True, exist_ok=True)
+        self.server.start()
+        for role, password in ROLES.items():
+            self.server.ensure_role(role, password)
+        self.server.ensure_database("source", owner="shop")
+        for method in ("ours", "psql", "pandas", "dlt"):
+            self.server.ensure_database(f"wh_{method}", owner="warehouse")
+
+    def generate(self) -> tuple[str, float]:
+        """The shop from ``include.dev.shopgen``; a contract-shaped SQL fallback while it is not there."""
+        started = time.perf_counter()
+        try:
+            from include.dev import shopgen
+        except ImportError:
+            with psycopg.connect(self.dsn("source", "shop")) as conn:
+                conn.execute(FALLBACK_SHOP.format(**FALLBACK_SIZES[self.scale]))
+            return "SQL fallback (include.dev.shopgen not available)", time.perf_counter() - started
+        shopgen.generate(scale=self.scale, seed=SEED, source_dsn=self.dsn("source", "shop"),
+                         charges_db=self.root / "charges.sqlite", landing_dir=self.root / "landing")  # fmt: skip
+        return "include.dev.shopgen", time.perf_counter() - started
+
+    def apply_one_day_of_changes(self) -> None:
+        try:
+            from include.dev import shopgen
+        except ImportError:
+            with psycopg.connect(self.dsn("source", "shop")) as conn:
+                conn.execute(FALLBACK_DAY.format(**FALLBACK_SIZES[self.scale]))
+            return
+        shopgen.apply_changes(1, source_dsn=self.dsn("source", "shop"), charges_db=self.root / "charges.sqlite")
+
+    def count(self, table: str) -> int:
+        with psycopg.connect(self.dsn("source", "shop")) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0])
+
+    # -------------------------------------------------------------------------------- methods
+    def ours(self, table: str, full: bool) -> Result:
+        out = self._child([sys.executable, "-m", "include.dev.bench_el", "worker-ours", table] + ([] if full else ["--incremental"]),
+                          self.env("wh_ours"))  # fmt: skip
+        method = "ours" if full else "ours incremental"
+        return Result(self.scale, method, table, out["rows"], out["seconds"], out["peak_rss_mib"], f"read {out['read']}")
+
+    def psql(self, table: str) -> Result:
+        self._create_like_source(table, "wh_psql", "pipe")
+        psql = str(postgres_bin_dir() / "psql")
+        common = ["-X", "-q", "-h", self.server.host, "-p", str(self.server.port)]
+        started = time.perf_counter()
+        reader = subprocess.Popen([psql, *common, "-U", "shop", "-d", "source", "-c", f"COPY public.{table} TO STDOUT"],
+                                  stdout=subprocess.PIPE, env=dict(os.environ, PGPASSWORD=ROLES["shop"]))  # fmt: skip
+        subprocess.run([psql, *common, "-U", "warehouse", "-d", "wh_psql", "-v", "ON_ERROR_STOP=1", "-c", f"COPY pipe.{table} FROM STDIN"],
+                       stdin=reader.stdout, env=dict(os.environ, PGPASSWORD=ROLES["warehouse"]), check=True)  # fmt: skip
+        reader.stdout.close()
+        if reader.wait() != 0:
+            raise RuntimeError(f"psql COPY TO STDOUT of {table} failed")
+        return Result(self.scale, "psql pipe", table, self.count(table), time.perf_counter() - started)
+
+    def pandas(self, table: str) -> Result:
+        url = "postgresql+psycopg://{}:{}@{}:{}/{}"
+        source = url.format("shop", ROLES["shop"], self.server.host, self.server.port, "source")
+        warehouse = url.format("warehouse", ROLES["warehouse"], self.server.host, self.server.port, "wh_pandas")
+        with psycopg.connect(self.dsn("wh_pandas", "warehouse")) as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS naive")
+        out = self._child([sys.executable, "-m", "include.dev.bench_el", "worker-pandas", table, source, warehouse], os.environ)
+        return Result(self.scale, "pandas", table, out["rows"], out["seconds"], out["peak_rss_mib"])
+
+    def dlt(self, table: str) -> Result:
+        url = "postgresql://{}:{}@{}:{}/{}"
+        source = url.format("shop", ROLES["shop"], self.server.host, self.server.port, "source")
+        warehouse = url.format("warehouse", ROLES["warehouse"], self.server.host, self.server.port, "wh_dlt")
+        pipelines = self.root / "dlt"
+        out = self._child([str(BENCH_VENV / "bin" / "python"), "-c", DLT_SCRIPT, table, source, warehouse, str(pipelines)],
+                          dict(os.environ, DLT_DATA_DIR=str(pipelines), RUNTIME__LOG_LEVEL="WARNING"))  # fmt: skip
+        return Result(self.scale, "dlt (pyarrow)", table, out["rows"], out["seconds"], out["peak_rss_mib"])
+
+    # -------------------------------------------------------------------------------- helpers
+    def _create_like_source(self, table: str, database: str, schema: str) -> None:
+        with psycopg.connect(self.dsn("source", "shop")) as conn:
+            columns = conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f"public.{table}",),
+            ).fetchall()  # fmt: skip
+            key = conn.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                "WHERE i.indrelid = %s::regclass AND i.indisprimary", (f"public.{table}",),
+            ).fetchall()  # fmt: skip
+        definition = ", ".join([f'"{name}" {type_}' for name, type_ in columns] + [f"PRIMARY KEY ({', '.join(k for (k,) in key)})"])
+        with psycopg.connect(self.dsn(database, "warehouse")) as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
+            conn.execute(f"CREATE TABLE {schema}.{table} ({definition})")
+
+    @staticmethod
+    def _child(command: list[str], env: dict[str, str]) -> dict:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{command[:4]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ensure_bench_venv() -> None:
+    """dlt lives in its own throwaway virtualenv, never in .venv or the image."""
+    if (BENCH_VENV / "bin" / "python").exists():
+        return
+    subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    uv = Path(sys.executable).parent / "uv"
+    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(BENCH_VENV / "bin" / "python"),
+                    "-r", str(REPO_ROOT / "requirements-bench.txt")], check=True)  # fmt: skip
+
+
+def run_scale(scale: str, methods: set[str], pandas_scales: set[str]) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix=f"bench-el-{scale}-") as folder:
+        bench = Bench(Path(folder), scale)
+        bench.start()
+        try:
+            print(f"[{scale}] generating the synthetic shop ...", flush=True)
+            generator, seconds = bench.generate()
+            print(f"[{scale}] generated by {generator} in {seconds:.1f}s", flush=True)
+            results: list[Result] = []
+            for table in TABLES:
+                if "psql" in methods:
+                    results.append(_say(bench.psql(table)))
+                if "ours" in methods:
+                    results.append(_say(bench.ours(table, full=True)))
+                if "pandas" in methods and scale in pandas_scales:
+                    results.append(_say(bench.pandas(table)))
+                if "dlt" in methods:
+                    results.append(_say(bench.dlt(table)))
+            if "ours" in methods:
+                bench.apply_one_day_of_changes()
+                for table in TABLES:
+                    results.append(_say(bench.ours(table, full=False)))
+            return results
+        finally:
+            bench.server.stop()
+
+
+def _say(result: Result) -> Result:
+    rss = f"{result.peak_rss_mib:7.0f}" if result.peak_rss_mib is not None else "      -"
+    print(f"  {result.scale:7} {result.method:17} {result.table:12} {result.rows:>10,} rows "
+          f"{result.seconds:8.2f}s {result.rows_per_s:>12,.0f} rows/s  peak RSS {rss} MiB  {result.note}", flush=True)  # fmt: skip
+    return result
+
+
+def summarise(results: list[Result]) -> str:
+    """Per scale and method: rows/s over the four tables, and the goals of issue 3."""
+    lines = []
+    for scale in dict.fromkeys(r.scale for r in results):
+        totals = {}
+        for method in dict.fromkeys(r.method for r in results if r.scale == scale):
+            picked = [r for r in results if r.scale == scale and r.method == method]
+            rows, seconds = sum(r.rows for r in picked), sum(r.seconds for r in picked)
+            rss = max((r.peak_rss_mib or 0) for r in picked)
+            totals[method] = (rows, seconds)
+            lines.append(f"{scale:7} {method:17} {rows:>10,} rows {seconds:8.2f}s {rows / seconds if seconds else 0:>12,.0f} rows/s  max RSS {rss:6.0f} MiB")
+        ours = totals.get("ours")
+        if ours:
+            speed = ours[0] / ours[1]
+            for other, label in (("psql pipe", "of the psql pipe"), ("pandas", "× pandas"), ("dlt (pyarrow)", "× dlt")):
+                if other in totals:
+                    ratio = speed / (totals[other][0] / totals[other][1])
+                    lines.append(f"{scale:7} ours = {ratio * 100:.0f}% {label}" if other == "psql pipe" else f"{scale:7} ours = {ratio:.1f}{label}")
+            if "ours incremental" in totals:
+                share = totals["ours incremental"][1] / ours[1]
+                lines.append(f"{scale:7} incremental took {share * 100:.1f}% of the full load, merged {totals['ours incremental'][0]:,} rows")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    ours = sub.add_parser("worker-ours")
+    ours.add_argument("table")
+    ours.add_argument("--incremental", action="store_true")
+    pandas = sub.add_parser("worker-pandas")
+    pandas.add_argument("table")
+    pandas.add_argument("source_url")
+    pandas.add_argument("warehouse_url")
+    parser.add_argument("--scales", nargs="+", default=["medium", "large"], choices=("small", "medium", "large"))
+    parser.add_argument("--methods", default="ours,psql,pandas,dlt")
+    parser.add_argument("--pandas-scales", default="small,medium", help="pandas holds whole tables in memory")
+    args = parser.parse_args()
+
+    if args.command == "worker-ours":
+        print(json.dumps(worker_ours(args.table, full=not args.incremental)))
+        return
+    if args.command == "worker-pandas":
+        print(json.dumps(worker_pandas(args.table, args.source_url, args.warehouse_url)))
+        return
+    methods = set(args.methods.split(","))
+    if "dlt" in methods:
+        ensure_bench_venv()
+    results: list[Result] = []
+    for scale in args.scales:
+        results += run_scale(scale, methods, set(args.pandas_scales.split(",")))
+    print("\n" + summarise(results))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench_el_{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps([{**asdict(r), "rows_per_s": r.rows_per_s} for r in results], indent=2))
+    print(f"\nwritten to {out.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
