@@ -18,6 +18,7 @@ import yaml
 
 SOURCES_FILE = Path(__file__).with_name("sources.yml")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: parsed on every task run
 
 
 class ConfigError(ValueError):
@@ -84,7 +85,7 @@ _KINDS: dict[str, type[SourceEntry]] = {cls.kind: cls for cls in (PostgresTable,
 def load_source_config(path: Path = SOURCES_FILE) -> tuple[SourceConfig, ...]:
     """Every entry of ``sources.yml``, validated; raises :class:`ConfigError` on the first problem."""
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.load(path.read_text(), Loader=_YAML_LOADER)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the sources file ({exc.strerror}).") from exc
     except yaml.YAMLError as exc:

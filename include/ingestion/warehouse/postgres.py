@@ -59,6 +59,8 @@ class PostgresWarehouse(Warehouse):
 
     def ensure_tables(self, tables: Sequence[RawTable]) -> None:
         with connect(self.conn_id) as conn:  # psycopg commits on a clean exit, then closes
+            if not _missing_columns(conn, tables):
+                return  # the usual run: one catalog query, no DDL, no lock
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
             if conn.execute("SELECT to_regnamespace(%s)", (RAW_SCHEMA,)).fetchone()[0] is None:
                 conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(RAW_SCHEMA)))
@@ -172,6 +174,16 @@ def _merge_sql(table: RawTable) -> sql.Composed:
         key=_names(table.key),
         on_conflict=on_conflict,
     )
+
+
+def _missing_columns(conn: psycopg.Connection, tables: Sequence[RawTable]) -> set[tuple[str, str]]:
+    """(table, column) pairs the raw tables lack, including whole missing tables."""
+    wanted = {(t.name, c.name) for t in tables for c in (*t.columns, *LOAD_COLUMNS)}
+    present = conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = ANY(%s)",
+        (RAW_SCHEMA, [t.name for t in tables]),
+    ).fetchall()
+    return wanted - {tuple(row) for row in present}
 
 
 def _ensure_table(conn: psycopg.Connection, table: RawTable) -> None:
