@@ -27,7 +27,7 @@ from include.ingestion.config import (
     source_entry,
 )
 from include.ingestion.state import STATE_TABLE, high_water, stage_high_water
-from include.ingestion.tables import RawTable, csv_chunks, prefetched
+from include.ingestion.tables import RawTable, csv_chunks
 from include.ingestion.warehouse.base import ReplaceScope, Warehouse, WarehouseSession
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def _load_postgres(entry: PostgresTable, run: _Run) -> LoadReport:
             previous = high_water(session, entry.name)
             full = _is_full(entry, run, previous)
             since = None if full else datetime.fromisoformat(previous) - timedelta(seconds=entry.overlap_seconds)
-            read = session.stage(table, prefetched(source.copy_rows(conn, entry, table, since)))
+            copy_format = run.warehouse.source_copy_format
+            read = session.stage(table, source.copy_rows(conn, entry, table, since, copy_format), copy_format)
             newest = session.staged_max(table, entry.cursor)
             mark = newest.isoformat() if newest is not None else previous
             merged = _merge_with_mark(session, table, entry.name, entry.cursor, mark)

@@ -9,8 +9,6 @@ encode their rows with :func:`csv_chunks`. Chunks are bounded, so memory never g
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -18,7 +16,6 @@ from decimal import Decimal
 from typing import Any
 
 CHUNK_BYTES = 1 << 20
-PREFETCH_CHUNKS = 4
 
 
 @dataclass(frozen=True)
@@ -84,47 +81,3 @@ def _field(value: Any) -> str:
     text = str(value)
     return '"' + text.replace('"', '""') + '"'
 
-
-def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_CHUNKS) -> Iterator[bytes]:
-    """Produce ``chunks`` in a thread while the caller consumes them, at most ``depth`` ahead.
-
-    Reading the source and writing the warehouse are both mostly waiting on sockets (psycopg
-    releases the GIL there), so overlapping them is most of the way to a two-process COPY pipe;
-    the bounded queue keeps memory at ``depth`` chunks. Errors in the producer re-raise here.
-    """
-    handoff: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        handoff.put(("chunk", chunk), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            handoff.put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            handoff.put(("error", exc))
-
-    producer = threading.Thread(target=produce, name="ingestion-prefetch", daemon=True)
-    producer.start()
-    try:
-        while True:
-            kind, item = handoff.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item  # type: ignore[misc]
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        while producer.is_alive():  # unblock a producer waiting on a full queue, then let it finish
-            try:
-                handoff.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        producer.join()

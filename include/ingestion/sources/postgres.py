@@ -1,8 +1,9 @@
 """The shop's OLTP PostgreSQL (Connection ``ecommerce_source``) as a stream of CSV chunks.
 
-Rows leave the source through ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``: the server formats
-them, Python only regroups the bytes into bounded chunks, so memory stays flat whatever the table
-size. Columns are read from the catalog on every run, so a column added in the source shows up in
+Rows leave the source through ``COPY (SELECT ...) TO STDOUT``, in CSV or (for a PostgreSQL
+warehouse, whose raw columns have the same types) PostgreSQL's binary COPY format: the server
+formats them, Python only regroups the bytes into bounded chunks, so memory stays flat whatever
+the table size. Columns are read from the catalog on every run, so a column added in the source shows up in
 ``raw`` on the next load instead of failing it. One read-only REPEATABLE READ transaction makes the
 column list and the rows a single consistent snapshot.
 """
@@ -19,6 +20,9 @@ from psycopg import sql
 from include.ingestion.config import PostgresTable
 from include.ingestion.tables import CHUNK_BYTES, Column, RawTable
 from include.ingestion.warehouse.postgres import connect
+
+
+_COPY_FORMATS = {"csv": "csv", "binary": "binary"}
 
 
 class SourceTableMissing(RuntimeError):
@@ -66,9 +70,9 @@ def describe(conn: psycopg.Connection, entry: PostgresTable) -> RawTable:
 
 
 def copy_rows(
-    conn: psycopg.Connection, entry: PostgresTable, table: RawTable, since: datetime | None
+    conn: psycopg.Connection, entry: PostgresTable, table: RawTable, since: datetime | None, copy_format: str = "csv"
 ) -> Iterator[bytes]:
-    """CSV chunks of the rows whose cursor is at or after ``since`` (every row when None)."""
+    """Chunks (``csv`` or ``binary`` COPY format) of the rows whose cursor is at or after ``since`` (all when None)."""
     query = sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(sql.Identifier(name) for name in table.column_names),
         sql.Identifier(entry.schema, entry.table),
@@ -77,7 +81,8 @@ def copy_rows(
         query = sql.SQL("{} WHERE {} >= {}").format(query, sql.Identifier(entry.cursor), sql.Literal(since))
     buffer = bytearray()
     with conn.cursor() as cursor:
-        with cursor.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query)) as copy:
+        statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(query, sql.SQL(_COPY_FORMATS[copy_format]))
+        with cursor.copy(statement) as copy:
             for row in copy:
                 buffer += row
                 if len(buffer) >= CHUNK_BYTES:

@@ -40,6 +40,7 @@ _LOAD_DEFAULTS = {
     "_loaded_at": sql.SQL("current_setting('ingestion.loaded_at')::timestamptz"),
     "_batch_id": sql.SQL("current_setting('ingestion.batch_id')"),
 }
+_COPY_FORMATS = {"csv": "csv", "binary": "binary"}
 # Serialises raw DDL across concurrent extraction tasks (CREATE ... IF NOT EXISTS races otherwise).
 _DDL_LOCK_KEY = 0x7261775F646466  # "raw_ddl"
 
@@ -53,6 +54,7 @@ def connect(conn_id: str) -> psycopg.Connection:
 
 class PostgresWarehouse(Warehouse):
     name = "postgres"
+    source_copy_format = "binary"  # raw columns have the source's exact types, so binary COPY fits
 
     def __init__(self, conn_id: str = "warehouse_postgres") -> None:
         self.conn_id = conn_id
@@ -88,7 +90,7 @@ class PostgresSession(WarehouseSession):
             (batch_id, loaded_at.isoformat()),
         )
 
-    def stage(self, table: RawTable, chunks: Iterable[bytes]) -> int:
+    def stage(self, table: RawTable, chunks: Iterable[bytes], copy_format: str = "csv") -> int:
         if table.name not in self._direct:
             self._direct[table.name] = self._raw_is_empty(table)
             if not self._direct[table.name]:
@@ -99,7 +101,9 @@ class PostgresSession(WarehouseSession):
                     sql.SQL("CREATE TEMPORARY TABLE {} ({})").format(sql.Identifier(staging_name(table)), columns)
                 )
         target = _raw(table) if self._direct[table.name] else sql.Identifier(staging_name(table))
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, _names(table.column_names))
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+            target, _names(table.column_names), sql.SQL(_COPY_FORMATS[copy_format])
+        )
         with self._conn.cursor() as cursor:
             with cursor.copy(copy_sql) as copy:
                 for chunk in chunks:

@@ -118,7 +118,9 @@ class SnowflakeSession(WarehouseSession):
         self._files = 0
         self._stage = f"_ingestion_files_{uuid.uuid4().hex[:12]}"  # temporary; unique even where stages are shared
 
-    def stage(self, table: RawTable, chunks: Iterable[bytes]) -> int:
+    def stage(self, table: RawTable, chunks: Iterable[bytes], copy_format: str = "csv") -> int:
+        if copy_format != "csv":
+            raise ValueError(f"Snowflake stages CSV, not {copy_format!r}")
         if self._in_transaction:
             raise RuntimeError("stage every table before the first merge: DDL would commit the open transaction")
         stage = staging_name(table)
