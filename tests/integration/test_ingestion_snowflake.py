@@ -181,6 +181,7 @@ def test_a_failing_merge_leaves_raw_as_it_was(
     assert [tuple(row) for row in rows] == [(1, "one", "b1"), (2, "two", "b1")]
 
 
+@pytest.mark.slow  # starts the fakesnow server (~5 s)
 def test_fakesnow_server_merge_equals_the_postgres_writer(
     postgres_side: dict[str, str], sources_file: Path, monkeypatch: pytest.MonkeyPatch, fakesnow_server: int
 ) -> None:

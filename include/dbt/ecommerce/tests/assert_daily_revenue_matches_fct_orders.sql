@@ -4,10 +4,10 @@ with from_orders as (
     select
         order_date,
         count(*) as order_count,
-        sum(gross_amount) as gross_amount,
-        sum(discount_amount) as discount_amount,
-        sum(net_amount) as net_amount,
-        sum(amount_paid) as amount_paid
+        {{ sum_money('gross_amount') }} as gross_amount,
+        {{ sum_money('discount_amount') }} as discount_amount,
+        {{ sum_money('net_amount') }} as net_amount,
+        {{ sum_money('amount_paid') }} as amount_paid
     from {{ ref('fct_orders') }}
     where {{ is_counted_order('status') }}
     group by order_date

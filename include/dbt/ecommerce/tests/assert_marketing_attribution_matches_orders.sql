@@ -6,7 +6,7 @@ with from_orders as (
         order_date,
         channel,
         count(*) as attributed_orders,
-        sum(amount_paid) as attributed_revenue
+        {{ sum_money('amount_paid') }} as attributed_revenue
     from {{ ref('fct_orders') }}
     where {{ is_counted_order('status') }}
     group by order_date, channel

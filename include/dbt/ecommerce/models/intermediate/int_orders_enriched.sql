@@ -14,6 +14,7 @@
         materialized='incremental',
         unique_key='order_id',
         incremental_strategy='merge',
+        tmp_relation_type='transient',
         on_schema_change='append_new_columns',
     )
 }}

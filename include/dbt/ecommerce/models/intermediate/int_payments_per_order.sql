@@ -3,7 +3,7 @@
 select
     order_id,
     count(*) as charge_count,
-    {{ money('sum(' ~ charge_paid_amount('status', 'amount', 'amount_refunded') ~ ')') }} as amount_paid,
+    {{ sum_money(charge_paid_amount('status', 'amount', 'amount_refunded')) }} as amount_paid,
     max(_loaded_at) as _loaded_at
 from {{ ref('stg_stripe_charges') }}
 where order_id is not null

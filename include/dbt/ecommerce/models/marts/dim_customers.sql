@@ -14,6 +14,7 @@
         materialized='incremental',
         unique_key='customer_id',
         incremental_strategy='merge',
+        tmp_relation_type='transient',
         on_schema_change='fail',
     )
 }}
@@ -28,7 +29,7 @@ counted_orders as (
         min(ordered_at) as first_ordered_at,
         max(ordered_at) as last_ordered_at,
         count(*) as order_count,
-        {{ money('sum(amount_paid)') }} as lifetime_value
+        {{ sum_money('amount_paid') }} as lifetime_value
     from {{ ref('fct_orders') }}
     where {{ is_counted_order('status') }}
     group by customer_id

@@ -3,10 +3,10 @@
 select
     order_date,
     cast(count(*) as bigint) as order_count,
-    {{ money('sum(gross_amount)') }} as gross_amount,
-    {{ money('sum(discount_amount)') }} as discount_amount,
-    {{ money('sum(net_amount)') }} as net_amount,
-    {{ money('sum(amount_paid)') }} as amount_paid
+    {{ sum_money('gross_amount') }} as gross_amount,
+    {{ sum_money('discount_amount') }} as discount_amount,
+    {{ sum_money('net_amount') }} as net_amount,
+    {{ sum_money('amount_paid') }} as amount_paid
 from {{ ref('fct_orders') }}
 where {{ is_counted_order('status') }}
 group by order_date

@@ -5,9 +5,9 @@ with spend as (
     select
         spend_date,
         channel,
-        {{ money('sum(spend)') }} as spend,
-        cast(sum(impressions) as bigint) as impressions,
-        cast(sum(clicks) as bigint) as clicks
+        {{ sum_money('spend') }} as spend,
+        {{ sum_integer('impressions') }} as impressions,
+        {{ sum_integer('clicks') }} as clicks
     from {{ ref('stg_marketing_spend') }}
     group by spend_date, channel
 ),
@@ -17,7 +17,7 @@ attributed as (
         order_date,
         channel,
         count(*) as attributed_orders,
-        sum(amount_paid) as attributed_revenue
+        {{ sum_money('amount_paid') }} as attributed_revenue
     from {{ ref('fct_orders') }}
     where {{ is_counted_order('status') }}
     group by order_date, channel
