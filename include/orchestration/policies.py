@@ -1,0 +1,99 @@
+"""Retry, timeout and deadline policies per task type, read from ``policies.yml``.
+
+Why data, not keyword arguments scattered over DAG files: an operator tunes "extraction retries"
+or "the run deadline" in one file, and every task of that type follows. Tasks take their
+arguments from :func:`task_policy`; a typo in the file fails the DAG import with a message
+naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+POLICIES_FILE = Path(__file__).with_name("policies.yml")
+
+
+class PolicyError(ValueError):
+    """policies.yml names an unknown task type or key, or holds a bad value."""
+
+
+@dataclass(frozen=True)
+class TaskPolicy:
+    retries: int
+    retry_delay: timedelta
+    execution_timeout: timedelta
+    retry_exponential_backoff: bool = False
+    max_retry_delay: timedelta | None = None
+
+    def operator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for any Airflow operator (or ``default_args``)."""
+        kwargs: dict[str, Any] = {
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "execution_timeout": self.execution_timeout,
+            "retry_exponential_backoff": self.retry_exponential_backoff,
+        }
+        if self.max_retry_delay is not None:
+            kwargs["max_retry_delay"] = self.max_retry_delay
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Policies:
+    tasks: dict[str, TaskPolicy]
+    run_deadline: timedelta
+
+
+def task_policy(task_type: str) -> TaskPolicy:
+    policies = load_policies()
+    try:
+        return policies.tasks[task_type]
+    except KeyError:
+        known = ", ".join(sorted(policies.tasks))
+        raise PolicyError(f"no policy for task type '{task_type}' in {POLICIES_FILE} (known: {known})") from None
+
+
+def run_deadline() -> timedelta:
+    return load_policies().run_deadline
+
+
+@cache
+def load_policies(path: Path = POLICIES_FILE) -> Policies:
+    document = yaml.safe_load(path.read_text()) or {}
+    tasks = {name: _task_policy(path, name, spec) for name, spec in (document.get("tasks") or {}).items()}
+    deadline = (document.get("deadline") or {}).get("run_finishes_within")
+    if not isinstance(deadline, (int, float)) or deadline <= 0:
+        raise PolicyError(f"{path}: deadline.run_finishes_within must be a positive number of minutes")
+    return Policies(tasks=tasks, run_deadline=timedelta(minutes=deadline))
+
+
+def _task_policy(path: Path, name: str, spec: Any) -> TaskPolicy:
+    allowed = {field.name for field in fields(TaskPolicy)}
+    if not isinstance(spec, dict) or not {"retries", "retry_delay", "execution_timeout"} <= spec.keys():
+        raise PolicyError(f"{path}: tasks.{name} needs retries, retry_delay and execution_timeout")
+    unknown = spec.keys() - allowed
+    if unknown:
+        raise PolicyError(f"{path}: tasks.{name} has unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+    if not isinstance(spec["retries"], int) or spec["retries"] < 0:
+        raise PolicyError(f"{path}: tasks.{name}.retries must be a non-negative integer")
+    minutes = {key: _minutes(path, name, key, spec[key])
+               for key in ("retry_delay", "execution_timeout", "max_retry_delay") if key in spec}  # fmt: skip
+    return TaskPolicy(
+        retries=spec["retries"],
+        retry_delay=minutes["retry_delay"],
+        execution_timeout=minutes["execution_timeout"],
+        retry_exponential_backoff=bool(spec.get("retry_exponential_backoff", False)),
+        max_retry_delay=minutes.get("max_retry_delay"),
+    )
+
+
+def _minutes(path: Path, name: str, key: str, value: Any) -> timedelta:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise PolicyError(f"{path}: tasks.{name}.{key} must be a positive number of minutes, got {value!r}")
+    return timedelta(minutes=value)
