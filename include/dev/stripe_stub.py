@@ -66,6 +66,7 @@ class StripeStub:
         self.api_key = api_key
         self.faults = (faults or Faults()).validated()
         self._random = random.Random(seed)
+        self.injected = {429: 0, 500: 0}  # faults served so far: tests prove the retries were exercised
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -107,6 +108,7 @@ class StripeStub:
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         if draw < faults.rate_429:
+            self.injected[429] += 1
             raise StubError(
                 HTTPStatus.TOO_MANY_REQUESTS,
                 {"type": "invalid_request_error", "code": "rate_limit",
@@ -114,6 +116,7 @@ class StripeStub:
                 {"Retry-After": str(RETRY_AFTER_S), "Stripe-Should-Retry": "true"},
             )  # fmt: skip
         if draw < faults.rate_429 + faults.rate_500:
+            self.injected[500] += 1
             raise StubError(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 {"type": "api_error", "message": "An unknown error occurred (stub fault injection)."},
