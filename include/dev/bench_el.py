@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psycopg
 
+from include.dev import shopgen
 from include.dev.airflow_settings import ConnectionSpec
 from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port, postgres_bin_dir
 
@@ -95,46 +96,6 @@ print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mib": resource.get
 """
 
 
-# Same tables, types and sizes as the generator's scales, for when it is not installed.
-FALLBACK_SIZES = {
-    "small": {"customers": 2_000, "products": 200, "orders": 10_000, "items": 30_000},
-    "medium": {"customers": 20_000, "products": 1_000, "orders": 100_000, "items": 300_000},
-    "large": {"customers": 200_000, "products": 5_000, "orders": 1_000_000, "items": 3_000_000},
-}
-FALLBACK_SHOP = """
-CREATE TABLE customers (customer_id bigint PRIMARY KEY, email text NOT NULL, first_name text, last_name text,
-    country_code char(2), created_at timestamptz, updated_at timestamptz);
-CREATE TABLE products (product_id bigint PRIMARY KEY, sku text UNIQUE NOT NULL, name text NOT NULL, category text NOT NULL,
-    unit_price numeric(12,2) NOT NULL, is_active boolean NOT NULL, created_at timestamptz, updated_at timestamptz);
-CREATE TABLE orders (order_id bigint PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers, status text NOT NULL,
-    channel text NOT NULL, currency char(3) NOT NULL DEFAULT 'USD', ordered_at timestamptz NOT NULL,
-    created_at timestamptz, updated_at timestamptz);
-CREATE TABLE order_items (order_item_id bigint PRIMARY KEY, order_id bigint NOT NULL REFERENCES orders,
-    product_id bigint NOT NULL REFERENCES products, quantity int NOT NULL CHECK (quantity > 0),
-    unit_price numeric(12,2) NOT NULL, discount_amount numeric(12,2) NOT NULL DEFAULT 0, created_at timestamptz, updated_at timestamptz);
-INSERT INTO customers SELECT i, 'customer' || i || '@example.com', 'First' || i, 'Last' || i,
-    (ARRAY['US','DE','FR','GB','NL'])[1 + i % 5], t, t
-    FROM generate_series(1, {customers}) i, LATERAL (SELECT timestamptz '2025-01-01' + (i % 365) * interval '1 day') d(t);
-INSERT INTO products SELECT i, 'SKU-' || i, 'Product ' || i, (ARRAY['mugs','tees','books','games'])[1 + i % 4],
-    (5 + i % 95) + 0.99, i % 10 <> 0, timestamptz '2025-01-01', timestamptz '2025-01-01'
-    FROM generate_series(1, {products}) i;
-INSERT INTO orders SELECT i, 1 + i % {customers}, (ARRAY['placed','shipped','completed','returned','cancelled'])[1 + i % 5],
-    (ARRAY['organic','paid_search','social','email','affiliate'])[1 + i % 5], 'USD', t, t, t + interval '2 days'
-    FROM generate_series(1, {orders}) i, LATERAL (SELECT timestamptz '2025-01-01' + (i * 365.0 / {orders}) * interval '1 day') d(t);
-INSERT INTO order_items SELECT i, 1 + (i - 1) / 3, 1 + i % {products}, 1 + i % 3, (5 + i % 95) + 0.99, (i % 4) * 0.5, t, t
-    FROM generate_series(1, {items}) i, LATERAL (SELECT timestamptz '2025-01-01' + ((i - 1) / 3 * 365.0 / {orders}) * interval '1 day') d(t);
-ANALYZE;
-"""
-FALLBACK_DAY = """
-UPDATE orders SET status = 'completed', updated_at = timestamptz '2026-01-05 12:00:00+00' WHERE order_id % 200 = 7;
-UPDATE customers SET country_code = 'FR', updated_at = timestamptz '2026-01-05 12:00:00+00' WHERE customer_id % 500 = 3;
-INSERT INTO orders SELECT {orders} + i, 1 + i, 'placed', 'email', 'USD', t, t, t
-    FROM generate_series(1, {orders} / 365) i, LATERAL (SELECT timestamptz '2026-01-05 13:00:00+00') d(t);
-INSERT INTO order_items SELECT {items} + i, {orders} + 1 + (i - 1) / 3, 1, 1, 9.99, 0, t, t
-    FROM generate_series(1, {orders} / 365 * 3) i, LATERAL (SELECT timestamptz '2026-01-05 13:00:00+00') d(t);
-"""
-
-
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -167,25 +128,13 @@ class Bench:
             self.server.ensure_database(f"wh_{method}", owner="warehouse")
 
     def generate(self) -> tuple[str, float]:
-        """The shop from ``include.dev.shopgen``; a contract-shaped SQL fallback while it is not there."""
+        """The shop from ``include.dev.shopgen`` at the benchmark's scale."""
         started = time.perf_counter()
-        try:
-            from include.dev import shopgen
-        except ImportError:
-            with psycopg.connect(self.dsn("source", "shop")) as conn:
-                conn.execute(FALLBACK_SHOP.format(**FALLBACK_SIZES[self.scale]))
-            return "SQL fallback (include.dev.shopgen not available)", time.perf_counter() - started
         shopgen.generate(scale=self.scale, seed=SEED, source_dsn=self.dsn("source", "shop"),
                          charges_db=self.root / "charges.sqlite", landing_dir=self.root / "landing")  # fmt: skip
         return "include.dev.shopgen", time.perf_counter() - started
 
     def apply_one_day_of_changes(self) -> None:
-        try:
-            from include.dev import shopgen
-        except ImportError:
-            with psycopg.connect(self.dsn("source", "shop")) as conn:
-                conn.execute(FALLBACK_DAY.format(**FALLBACK_SIZES[self.scale]))
-            return
         shopgen.apply_changes(1, source_dsn=self.dsn("source", "shop"), charges_db=self.root / "charges.sqlite")
 
     def count(self, table: str) -> int:
