@@ -183,8 +183,12 @@ def _merge_sql(table: RawTable) -> sql.Composed:
 def _missing_columns(conn: psycopg.Connection, tables: Sequence[RawTable]) -> set[tuple[str, str]]:
     """(table, column) pairs the raw tables lack, including whole missing tables."""
     wanted = {(t.name, c.name) for t in tables for c in (*t.columns, *LOAD_COLUMNS)}
+    # pg_catalog, not information_schema.columns: the latter costs tens of milliseconds per call,
+    # which dominated small incremental loads.
     present = conn.execute(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = ANY(%s)",
+        "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped",
         (RAW_SCHEMA, [t.name for t in tables]),
     ).fetchall()
     return wanted - {tuple(row) for row in present}
