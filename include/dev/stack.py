@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--airflow", action="store_true", help="also start Airflow (API server on --airflow-port)")
     up.add_argument("--airflow-port", type=int, default=8080)
     up.add_argument("--trigger", action="store_true", help=f"run the {PIPELINE_DAG_ID} DAG once and wait for it")
+    changes = commands.add_parser("changes", help="play days of business on the shop (include.dev.shopgen)")
+    changes.add_argument("--days", type=int, default=1)
+    changes.add_argument("--seed", type=int, default=7)
     commands.add_parser("down", help="stop everything, keep the data")
     commands.add_parser("status", help="what runs where")
     args = parser.parse_args(argv)
@@ -324,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
                 run_dag_and_wait(f"http://127.0.0.1:{stack.ports.airflow}", PIPELINE_DAG_ID)
             if args.airflow or args.trigger:
                 print(f"Airflow UI: http://localhost:{stack.ports.airflow}   (CLI: source .local/env.sh)")
+        elif args.command == "changes":
+            from include.dev import shopgen
+
+            summary = shopgen.apply_changes(args.days, stack.source_dsn(), stack.layout.charges_db,
+                                            stack.layout.marketing_landing_dir, seed=args.seed)  # fmt: skip
+            print(f"Applied {args.days} day(s) of changes: {summary}")
         elif args.command == "down":
             stack.down()
             print("Local stack stopped (data kept in .local/)")
