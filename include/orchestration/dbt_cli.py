@@ -1,0 +1,40 @@
+"""Run dbt outside Cosmos with the same profile Cosmos would use: docs generation, benchmarks, tests.
+
+The profile comes from the warehouse Connection through the same Cosmos profile mapping as the
+DAG tasks (secrets as environment variables, never written to the file), so a plain ``dbt build``
+here and the Cosmos tasks talk to the same warehouse in the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable
+from include.orchestration.profiles import warehouse_profile_mapping
+
+PROFILE_NAME = "ecommerce"
+TARGET_NAME = "warehouse"
+
+
+class DbtCommandFailed(RuntimeError):
+    """dbt exited non-zero; the message carries the end of its output."""
+
+
+def run_dbt(
+    args: list[str], warehouse: str = "postgres", project_dir: Path = DBT_PROJECT_DIR, target_path: Path | None = None
+) -> str:
+    """Run ``dbt <args>`` against ``warehouse``; returns dbt's output, raises on failure."""
+    mapping = warehouse_profile_mapping(warehouse)
+    with tempfile.TemporaryDirectory(prefix="dbt-profile-") as profiles_dir:
+        Path(profiles_dir, "profiles.yml").write_text(mapping.get_profile_file_contents(PROFILE_NAME, TARGET_NAME))
+        command = [str(dbt_executable()), *args, "--project-dir", str(project_dir), "--profiles-dir", profiles_dir]
+        if target_path is not None:
+            command += ["--target-path", str(target_path)]
+        env = {**os.environ, **mapping.env_vars, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+        result = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DbtCommandFailed(f"`dbt {' '.join(args)}` on {warehouse} failed:\n{result.stdout[-6000:]}{result.stderr[-2000:]}")
+    return result.stdout

@@ -1,0 +1,158 @@
+"""The dbt stage as Cosmos renders it: one task per model with its tests right after it.
+
+Both the pipeline's task group (``dags/ecommerce_elt.py``) and the transform-only ``DbtDag``
+(``dags/dbt_transform.py``) are built here from the same configs, so they cannot drift apart:
+
+- project: rendered from ``target/manifest.json`` (``LoadMode.DBT_MANIFEST``), so parsing a DAG
+  never runs dbt; :func:`require_manifest` refuses a missing or stale manifest by name;
+- profile: the run's warehouse Connection (:class:`RunWarehouseProfileMapping`);
+- render: tests after each model (a failing test stops that model's descendants only), sources as
+  freshness-check tasks;
+- execution: dbt from its own virtualenv; retries and timeouts per node type from policies.yml;
+- each mart's task also updates a stable Asset (:data:`MART_ASSETS`) the consumers schedule on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import airflow  # noqa: F401  (cosmos.constants needs Airflow initialised first)
+from airflow.sdk import Asset
+from cosmos import DbtDag, DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
+
+from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, require_manifest
+from include.orchestration.policies import task_policy
+from include.orchestration.profiles import RunWarehouseProfileMapping
+
+PROJECT_NAME = "ecommerce"
+TRANSFORM_GROUP_ID = "transform"
+MARTS = ("fct_orders", "dim_customers", "fct_daily_revenue", "fct_marketing_performance")
+# Warehouse-independent names for the marts: a run on either warehouse updates the same Asset.
+MART_ASSETS = {mart: Asset(name=f"ecommerce.marts.{mart}", uri=f"ecommerce://marts/{mart}") for mart in MARTS}
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    """The knobs of the dbt stage; one switch for the execution mode (see README, performance)."""
+
+    execution_mode: ExecutionMode = ExecutionMode.LOCAL
+    invocation_mode: InvocationMode = InvocationMode.SUBPROCESS
+    test_behavior: TestBehavior = TestBehavior.AFTER_EACH
+    source_rendering: SourceRenderingBehavior = SourceRenderingBehavior.ALL
+
+
+SETTINGS = TransformSettings()
+
+
+def project_config(project_dir: Path = DBT_PROJECT_DIR) -> ProjectConfig:
+    return ProjectConfig(
+        dbt_project_path=project_dir,
+        manifest_path=require_manifest(project_dir),
+        project_name=PROJECT_NAME,
+        install_dbt_deps=False,  # no packages: dbt Hub is out of reach, macros are in the project
+        partial_parse=True,
+    )
+
+
+def profile_config() -> ProfileConfig:
+    return ProfileConfig(profile_name=PROJECT_NAME, target_name="warehouse", profile_mapping=RunWarehouseProfileMapping())
+
+
+def render_config(settings: TransformSettings = SETTINGS) -> RenderConfig:
+    return RenderConfig(
+        load_method=LoadMode.DBT_MANIFEST,
+        test_behavior=settings.test_behavior,
+        source_rendering_behavior=settings.source_rendering,
+        enable_mock_profile=False,
+        # a test on several models (e.g. daily revenue vs fct_orders) runs once all its models are built
+        should_detach_multiple_parents_tests=True,
+    )
+
+
+def execution_config(settings: TransformSettings = SETTINGS) -> ExecutionConfig:
+    return ExecutionConfig(
+        execution_mode=settings.execution_mode,
+        invocation_mode=settings.invocation_mode,
+        dbt_executable_path=str(dbt_executable()),
+    )
+
+
+def operator_args() -> dict[str, Any]:
+    """Arguments every dbt task gets; ``full_refresh`` follows the run's param."""
+    return {
+        "install_deps": False,
+        "full_refresh": "{{ params.get('full_refresh', False) }}",
+        **task_policy("dbt_model").operator_kwargs(),
+    }
+
+
+def transform_task_group(group_id: str = TRANSFORM_GROUP_ID, **kwargs: Any) -> DbtTaskGroup:
+    """The dbt stage inside a pipeline DAG (call within a ``@dag`` body)."""
+    group = DbtTaskGroup(
+        group_id=group_id,
+        project_config=project_config(),
+        profile_config=profile_config(),
+        render_config=render_config(),
+        execution_config=execution_config(),
+        operator_args=operator_args(),
+        **kwargs,
+    )
+    apply_node_policies(group.children.values() if hasattr(group, "children") else [])
+    return group
+
+
+def transform_dag(dag_id: str, **dag_kwargs: Any) -> DbtDag:
+    """A transform-only DAG over the same project and configs."""
+    dag = DbtDag(
+        dag_id=dag_id,
+        project_config=project_config(),
+        profile_config=profile_config(),
+        render_config=render_config(),
+        execution_config=execution_config(),
+        operator_args=operator_args(),
+        **dag_kwargs,
+    )
+    apply_node_policies(dag.tasks)
+    return dag
+
+
+def node_type(task: Any) -> str:
+    """The policies.yml task type of a rendered Cosmos task, from its operator class."""
+    name = type(task).__name__
+    if "Test" in name:
+        return "dbt_test"
+    if "Source" in name:
+        return "dbt_source"
+    return "dbt_model"
+
+
+def apply_node_policies(tasks: Any) -> None:
+    """Per node type retries/timeouts, and the stable mart Assets on the marts' run tasks."""
+    for task in _flatten(tasks):
+        for key, value in task_policy(node_type(task)).operator_kwargs().items():
+            setattr(task, key, value)
+        mart = _mart_of(task)
+        if mart is not None:
+            task.outlets = [*task.outlets, MART_ASSETS[mart]]
+
+
+def _mart_of(task: Any) -> str | None:
+    if node_type(task) != "dbt_model":
+        return None
+    for mart in MARTS:
+        if task.task_id.split(".")[-1] in (f"{mart}_run", f"{mart}.run", mart) or task.task_id.endswith(f"{mart}.run"):
+            return mart
+    return None
+
+
+def _flatten(nodes: Any) -> list[Any]:
+    tasks = []
+    for node in nodes:
+        if hasattr(node, "children"):
+            tasks.extend(_flatten(node.children.values()))
+        else:
+            tasks.append(node)
+    return tasks

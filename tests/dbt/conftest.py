@@ -1,0 +1,79 @@
+"""A warehouse whose `raw` layer was loaded by the real extraction from the synthetic shop.
+
+The dbt tests start from what production has: ``include.dev.shopgen`` fills a source database and
+the Stripe stub's charge store, ``include.ingestion`` extracts all six sources into `raw` through
+Airflow Connections (``AIRFLOW_CONN_*``), and dbt builds on top of that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from include.dev import shopgen
+from include.dev.airflow_settings import ConnectionSpec
+from include.dev.embedded_postgres import EmbeddedPostgres
+from include.dev.stripe_stub import StripeStub
+from include.ingestion.config import load_source_config
+from include.ingestion.pipeline import extract
+
+PASSWORDS = {"shop": "dbt-test-shop-Pw-1", "warehouse": "dbt-test-wh-Pw-2"}
+STRIPE_KEY = "sk_test_dbt_suite_8d2f"
+
+
+@dataclass
+class ShopWarehouse:
+    source_dsn: str
+    warehouse_dsn: str
+    charges_db: Path
+    landing_dir: Path
+    env: dict[str, str] = field(default_factory=dict)  # Airflow connections and variables
+
+    def extract_all(self) -> dict[str, int]:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in self.env.items():
+                patch.setenv(key, value)
+            return {entry.name: extract(entry.name).rows_merged for entry in load_source_config()}
+
+
+@pytest.fixture(scope="module")
+def shop_warehouse(postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopWarehouse]:
+    root = tmp_path_factory.mktemp("shop")
+    suffix = uuid.uuid4().hex[:6]
+    specs = {}
+    for conn_id, role, database in (("ecommerce_source", "shop", f"shop_{suffix}"),
+                                    ("warehouse_postgres", "warehouse", f"wh_{suffix}")):  # fmt: skip
+        postgres_server.ensure_role(role, PASSWORDS[role])
+        postgres_server.ensure_database(database, owner=role)
+        specs[conn_id] = ConnectionSpec(conn_id, "postgres", postgres_server.host, postgres_server.port,
+                                        database, role, PASSWORDS[role])  # fmt: skip
+    source_dsn = postgres_server.dsn(specs["ecommerce_source"].schema, "shop", PASSWORDS["shop"])
+    shop = ShopWarehouse(
+        source_dsn=source_dsn,
+        warehouse_dsn=postgres_server.dsn(specs["warehouse_postgres"].schema, "warehouse", PASSWORDS["warehouse"]),
+        charges_db=root / "charges.sqlite",
+        landing_dir=root / "landing",
+    )
+    shopgen.generate("small", 42, source_dsn, shop.charges_db, shop.landing_dir)
+    stub = StripeStub(shop.charges_db, STRIPE_KEY)
+    stub_url = stub.serve_in_thread()
+    shop.env = {
+        **{f"AIRFLOW_CONN_{conn_id.upper()}": spec.to_env_value() for conn_id, spec in specs.items()},
+        "AIRFLOW_CONN_STRIPE_API": json.dumps({"conn_type": "http", "host": stub_url, "password": STRIPE_KEY}),
+        "AIRFLOW_VAR_MARKETING_LANDING_URL": f"file://{shop.landing_dir}",
+        "AIRFLOW_VAR_ECOMMERCE_WAREHOUSE": "postgres",
+    }
+    shop.extract_all()
+    yield shop
+    stub.shutdown()
+
+
+def subprocess_env(shop: ShopWarehouse, airflow_home: Path) -> dict[str, str]:
+    repo_root = str(Path(__file__).resolve().parents[2])
+    return {**os.environ, **shop.env, "AIRFLOW_HOME": str(airflow_home), "PYTHONPATH": repo_root}
