@@ -12,3 +12,7 @@ RUN python -m venv /usr/local/airflow/dbt_venv \
 # Build the dbt manifest at image build time: Cosmos renders the DAGs from it, so parsing a DAG
 # never runs dbt (the same command as `make dbt-manifest` locally).
 RUN python -m include.orchestration.manifest
+
+# dbt docs in the Airflow UI (Cosmos's Airflow 3 plugin; include/orchestration/docs.py writes there)
+ENV AIRFLOW__COSMOS__DBT_DOCS_PROJECTS='{"ecommerce": {"dir": "/usr/local/airflow/include/dbt/docs/ecommerce", "name": "E-commerce dbt docs", "index": "index.html"}}' \
+    AIRFLOW__COSMOS__ENABLE_TELEMETRY=False

@@ -25,6 +25,7 @@ from include.dev.airflow_settings import AirflowSettings, Endpoint, load_setting
 from include.dev.embedded_postgres import EmbeddedPostgres, PortInUseError, find_free_port, port_is_free
 from include.dev.processes import ManagedProcess, wait_for_http
 from include.dev.seed import ensure_shop_data
+from include.orchestration.docs import docs_projects_setting
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
@@ -134,6 +135,8 @@ class LocalStack:
             "AIRFLOW__API__PORT": str(self.ports.airflow),
             "AIRFLOW__API__BASE_URL": f"http://localhost:{self.ports.airflow}",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.layout.logs_dir / "airflow"),
+            "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": docs_projects_setting(),
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "PYTHONPATH": str(REPO_ROOT),
         }
 

@@ -168,3 +168,8 @@ def warn_not_sent(log: Any, kind: AlertKind, conn_id: str, error: BaseException)
         "Slack %s alert not sent (%s: %s). The pipeline goes on; check the '%s' connection.",
         kind.value, type(error).__name__, redact(str(error)), conn_id,
     )  # fmt: skip
+
+
+async def alert_deadline_missed(context: dict[str, Any] | None = None, **_: Any) -> None:
+    """The deadline ``AsyncCallback``: the triggerer awaits it with the missed run's context."""
+    await PipelineAlert(AlertKind.DEADLINE).async_notify(context or {})

@@ -8,6 +8,7 @@ naming the file and the key.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from functools import cache
@@ -16,7 +17,9 @@ from typing import Any
 
 import yaml
 
-POLICIES_FILE = Path(__file__).with_name("policies.yml")
+# Another file can be swapped in (e.g. tests with second-long retry delays); the default is the
+# one next to this module.
+POLICIES_FILE = Path(os.environ.get("ECOMMERCE_POLICIES_FILE") or Path(__file__).with_name("policies.yml"))
 
 
 class PolicyError(ValueError):

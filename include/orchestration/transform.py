@@ -38,7 +38,7 @@ MART_ASSETS = {mart: Asset(name=f"ecommerce.marts.{mart}", uri=f"ecommerce://mar
 class TransformSettings:
     """The knobs of the dbt stage; one switch for the execution mode (see README, performance)."""
 
-    execution_mode: ExecutionMode = ExecutionMode.LOCAL
+    execution_mode: ExecutionMode = ExecutionMode.WATCHER
     invocation_mode: InvocationMode = InvocationMode.SUBPROCESS
     test_behavior: TestBehavior = TestBehavior.AFTER_EACH
     source_rendering: SourceRenderingBehavior = SourceRenderingBehavior.ALL
@@ -122,6 +122,8 @@ def transform_dag(dag_id: str, **dag_kwargs: Any) -> DbtDag:
 def node_type(task: Any) -> str:
     """The policies.yml task type of a rendered Cosmos task, from its operator class."""
     name = type(task).__name__
+    if "Producer" in name:
+        return "dbt_build"
     if "Test" in name:
         return "dbt_test"
     if "Source" in name:

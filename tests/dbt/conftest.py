@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from include.dev import shopgen
 from include.dev.airflow_settings import ConnectionSpec
@@ -22,6 +23,7 @@ from include.dev.embedded_postgres import EmbeddedPostgres
 from include.dev.stripe_stub import StripeStub
 from include.ingestion.config import load_source_config
 from include.ingestion.pipeline import extract
+from include.orchestration.policies import POLICIES_FILE
 
 PASSWORDS = {"shop": "dbt-test-shop-Pw-1", "warehouse": "dbt-test-wh-Pw-2"}
 STRIPE_KEY = "sk_test_dbt_suite_8d2f"
@@ -74,6 +76,22 @@ def shop_warehouse(postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.T
     stub.shutdown()
 
 
+def fast_policies_file(directory: Path) -> Path:
+    """policies.yml with the same retry counts but second-long delays, so a failing test's retry
+    does not hold a test run for minutes."""
+    document = yaml.safe_load(POLICIES_FILE.read_text())
+    for policy in document["tasks"].values():
+        policy["retry_delay"] = 0.02
+        if "max_retry_delay" in policy:
+            policy["max_retry_delay"] = 0.05
+    path = directory / "policies-fast.yml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
 def subprocess_env(shop: ShopWarehouse, airflow_home: Path) -> dict[str, str]:
+    """Environment of an Airflow CLI process working on ``shop``: its connections, fast retries."""
     repo_root = str(Path(__file__).resolve().parents[2])
-    return {**os.environ, **shop.env, "AIRFLOW_HOME": str(airflow_home), "PYTHONPATH": repo_root}
+    return {**os.environ, **shop.env, "AIRFLOW_HOME": str(airflow_home), "PYTHONPATH": repo_root,
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "ECOMMERCE_POLICIES_FILE": str(fast_policies_file(airflow_home))}

@@ -39,8 +39,10 @@ def run_dag(shop: ShopWarehouse, home: Path, logical_date: str, conf: dict) -> d
     """``airflow dags test`` one run; the state of every task, by task id."""
     env = subprocess_env(shop, home)
     result = subprocess.run([AIRFLOW, "dags", "test", DAG_ID, logical_date, "-c", json.dumps(conf)],
-                            env=env, capture_output=True, text=True)  # fmt: skip
-    run_id = f"manual__{logical_date}T00:00:00+00:00"
+                            env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    (home / f"dags-test-{logical_date}.log").write_text(result.stdout + result.stderr)  # for post-mortems
+    run_id = next(line.split("run_id=")[1].split()[0] for line in (result.stdout + result.stderr).splitlines()
+                  if "run_id=" in line)  # fmt: skip
     states = subprocess.run([AIRFLOW, "tasks", "states-for-dag-run", DAG_ID, run_id, "-o", "json"],
                             env=env, capture_output=True, text=True)  # fmt: skip
     assert states.returncode == 0, f"{states.stderr[-2000:]}\ndags test said:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -70,10 +72,11 @@ def test_every_task_succeeds_and_the_marts_equal_the_contract(shop_warehouse: Sh
 def broken_order_status(shop_warehouse: ShopWarehouse) -> Iterator[None]:
     """One raw order with a status the contract does not know: stg_orders' accepted_values test fails."""
     with psycopg.connect(shop_warehouse.warehouse_dsn) as conn:
+        (status,) = conn.execute("SELECT status FROM raw.orders WHERE order_id = 1").fetchone()
         conn.execute("UPDATE raw.orders SET status = 'teleported' WHERE order_id = 1")
     yield
     with psycopg.connect(shop_warehouse.warehouse_dsn) as conn:
-        conn.execute("UPDATE raw.orders SET status = s.status FROM (VALUES ('placed')) s(status) WHERE false")
+        conn.execute("UPDATE raw.orders SET status = %s WHERE order_id = 1", (status,))
 
 
 def test_a_failing_staging_test_stops_only_its_descendants(
