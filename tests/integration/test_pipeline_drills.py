@@ -1,0 +1,170 @@
+"""Drills of the whole pipeline on the embedded stack, through the real scheduler (LocalExecutor,
+triggerer, API server) with the Slack receiver standing in for Slack.
+
+One stack for the module (`small` shop); the drills run in order and each leaves the shop as
+it found it. Time-based scheduling is off, so only the runs a drill triggers exist.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from include.dev.airflow_client import api, task_states, trigger, wait_for_dag, wait_for_run
+from include.dev.embedded_postgres import find_free_port
+from include.dev.stack import LocalStack, StackLayout
+from tests.dbt.conftest import fast_policies_file
+from tests.dbt.contract_oracle import MART_COLUMNS, MART_KEYS, expected_marts, read_raw_postgres
+
+pytestmark = pytest.mark.slow
+DAG_ID = "ecommerce_elt"
+STG_ORDERS_DESCENDANTS = ("int_orders_enriched", "fct_orders", "dim_customers", "fct_daily_revenue",
+                          "fct_marketing_performance")  # fmt: skip
+UNRELATED_MODELS = ("stg_customers", "stg_products", "stg_order_items", "stg_stripe_charges", "stg_marketing_spend",
+                    "int_order_items_rolled_up", "int_payments_per_order")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    root = tmp_path_factory.mktemp("pipeline")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
+        patch.setenv("ECOMMERCE_POLICIES_FILE", str(fast_policies_file(root)))
+        local = LocalStack(StackLayout(root / "local"), airflow_port=find_free_port())
+        local.up("small", with_airflow=True)
+        wait_for_dag(base_url(local), DAG_ID)
+        wait_for_dag(base_url(local), "marts_consumers")
+        api(base_url(local), "PATCH", "/dags/marts_consumers", {"is_paused": False})
+        yield local
+        local.down()
+
+
+def base_url(stack: LocalStack) -> str:
+    return f"http://127.0.0.1:{stack.ports.airflow}"
+
+
+def run_pipeline(stack: LocalStack, conf: dict | None = None) -> tuple[str, str, dict[str, str]]:
+    run_id = trigger(base_url(stack), DAG_ID, conf)
+    state = wait_for_run(base_url(stack), DAG_ID, run_id, timeout_s=900)
+    return run_id, state, task_states(base_url(stack), DAG_ID, run_id)
+
+
+def warehouse_dsn(stack: LocalStack) -> str:
+    warehouse = stack.settings.connection("warehouse_postgres")
+    return stack.postgres.dsn(warehouse.schema or "", warehouse.login or "", warehouse.password)
+
+
+def marts(dsn: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(dsn) as conn:
+        return {
+            mart: conn.execute(f"SELECT {', '.join(columns)} FROM marts.{mart} ORDER BY {', '.join(MART_KEYS[mart])}").fetchall()
+            for mart, columns in MART_COLUMNS.items()
+        }
+
+
+def slack_messages(stack: LocalStack, run_id: str) -> list[dict]:
+    if not stack.layout.slack_log.exists():
+        return []
+    entries = [json.loads(line) for line in stack.layout.slack_log.read_text().splitlines()]
+    return [entry["payload"] for entry in entries if run_id in json.dumps(entry["payload"])]
+
+
+def facts(message: dict) -> dict[str, str]:
+    fields = [field["text"] for block in message["attachments"][0]["blocks"] for field in block.get("fields", [])]
+    return dict(text.strip("*").split("*\n", 1) for text in fields)
+
+
+def test_happy_path_builds_the_contracts_marts_and_reports_once(stack: LocalStack) -> None:
+    run_id, state, states = run_pipeline(stack)
+
+    assert state == "success", {task: s for task, s in states.items() if s != "success"}
+    assert set(states.values()) == {"success"}
+    dsn = warehouse_dsn(stack)
+    assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
+    successes = [m for m in slack_messages(stack, run_id) if "succeeded" in m["text"]]
+    assert len(successes) == 1
+    with psycopg.connect(dsn) as conn:
+        orders = conn.execute("SELECT count(*) FROM raw.orders").fetchone()[0]
+        rejects = conn.execute("SELECT count(*) FROM raw.marketing_spend_rejects").fetchone()[0]
+    summary = facts(successes[0])
+    assert f"orders {orders:,}" in summary["Rows loaded"] and summary["Rejected rows"] == f"{rejects:,}"
+    assert summary["Models built"] == str(sum(1 for t in states if t.endswith(".run") or t.endswith("_run")) - 1)
+
+
+def test_the_marts_asset_runs_the_consumer_which_exports_the_report(stack: LocalStack) -> None:
+    runs = []
+    for _ in range(60):  # the consumer was queued by the happy path's asset event; poll up to ~2 min
+        runs = api(base_url(stack), "GET", "/dags/marts_consumers/dagRuns")["dag_runs"]
+        if runs and runs[0]["state"] in ("success", "failed"):
+            break
+        time.sleep(2)
+    assert runs and runs[0]["state"] == "success" and runs[0]["run_type"] == "asset_triggered"
+    reports = list((stack.layout.landing_dir / "reports").glob("daily_revenue_*.csv"))
+    assert reports
+    lines = reports[0].read_text().splitlines()
+    with psycopg.connect(warehouse_dsn(stack)) as conn:
+        days = conn.execute("SELECT count(*) FROM marts.fct_daily_revenue").fetchone()[0]
+    assert lines[0].startswith("order_date,order_count") and len(lines) == days + 1
+
+
+def test_a_second_run_without_changes_changes_nothing(stack: LocalStack) -> None:
+    dsn = warehouse_dsn(stack)
+    before = marts(dsn)
+    with psycopg.connect(dsn) as conn:
+        raw_before = conn.execute("SELECT md5(string_agg(o::text, ',' ORDER BY order_id)) FROM raw.orders o").fetchone()
+
+    _, state, _ = run_pipeline(stack)
+
+    assert state == "success"
+    assert marts(dsn) == before
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT md5(string_agg(o::text, ',' ORDER BY order_id)) FROM raw.orders o").fetchone() == raw_before
+
+
+def test_dbt_docs_are_served_by_the_api_server(stack: LocalStack) -> None:
+    with urllib.request.urlopen(f"{base_url(stack)}/cosmos/ecommerce/manifest.json", timeout=30) as response:
+        manifest = json.loads(response.read())
+    assert "model.ecommerce.fct_orders" in manifest["nodes"]
+    with urllib.request.urlopen(f"{base_url(stack)}/cosmos/ecommerce/dbt_docs_index.html", timeout=30) as response:
+        assert response.status == 200 and b"dbt" in response.read().lower()
+
+
+@pytest.fixture
+def teleported_order(stack: LocalStack) -> Iterator[None]:
+    """One source order with a status the contract does not know, so stg_orders' test fails."""
+    with psycopg.connect(stack.source_dsn()) as conn:
+        (status,) = conn.execute("SELECT status FROM public.orders WHERE order_id = 1").fetchone()
+        conn.execute("UPDATE public.orders SET status = 'teleported', updated_at = now() WHERE order_id = 1")
+    yield
+    with psycopg.connect(stack.source_dsn()) as conn:
+        conn.execute("UPDATE public.orders SET status = %s, updated_at = now() WHERE order_id = 1", (status,))
+
+
+def test_a_failing_dbt_test_stops_its_descendants_only_and_alerts(stack: LocalStack, teleported_order: None) -> None:
+    run_id, state, states = run_pipeline(stack)
+
+    assert state == "failed"
+    assert states["transform.stg_orders.test"] == "failed"
+    for model in STG_ORDERS_DESCENDANTS:
+        assert states[f"transform.{model}.run"] == "upstream_failed", model
+    for model in UNRELATED_MODELS:
+        assert states[f"transform.{model}.run"] == "success", model
+    failures = [m["text"] for m in slack_messages(stack, run_id) if "failed" in m["text"]]
+    assert any("stg_orders.test" in text for text in failures), failures
+
+
+def test_no_connection_password_appears_in_any_task_log(stack: LocalStack) -> None:
+    passwords = [c.password for c in stack.settings.connections if c.password and len(c.password) >= 6]
+    assert passwords
+    logs = list(Path(stack.layout.logs_dir).rglob("*.log"))
+    assert logs
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for password in passwords:
+            assert password not in text, f"a connection password appears in {log}"
