@@ -1,0 +1,58 @@
+"""The Cosmos task group mirrors the dbt lineage of the manifest: one run task and one test task
+per model, and each model's run waits for the tests of every model or source it selects from."""
+
+from __future__ import annotations
+
+import json
+
+import pendulum
+import pytest
+from airflow.sdk import DAG
+
+from include.orchestration.manifest import require_manifest
+from include.orchestration.transform import MART_ASSETS, TRANSFORM_GROUP_ID, transform_task_group
+
+
+@pytest.fixture(scope="module")
+def rendered() -> tuple[dict, DAG]:
+    manifest = json.loads(require_manifest().read_text())
+    with DAG("lineage_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        transform_task_group()
+    return manifest, dag
+
+
+def models(manifest: dict) -> dict[str, dict]:
+    return {node["name"]: node for node in manifest["nodes"].values() if node["resource_type"] == "model"}
+
+
+def test_every_model_is_its_own_run_task_followed_by_its_tests(rendered: tuple[dict, DAG]) -> None:
+    manifest, dag = rendered
+    for name in models(manifest):
+        run = dag.task_dict.get(f"{TRANSFORM_GROUP_ID}.{name}.run") or dag.task_dict.get(f"{TRANSFORM_GROUP_ID}.{name}_run")
+        assert run is not None, f"no task for model {name}"
+        tests = dag.task_dict.get(f"{TRANSFORM_GROUP_ID}.{name}.test")
+        if tests is not None:
+            assert run.task_id in tests.upstream_task_ids
+
+
+def test_each_model_waits_for_what_it_selects_from(rendered: tuple[dict, DAG]) -> None:
+    manifest, dag = rendered
+    by_id = {**manifest["nodes"], **manifest["sources"]}
+    for name, node in models(manifest).items():
+        run = dag.task_dict.get(f"{TRANSFORM_GROUP_ID}.{name}.run") or dag.task_dict[f"{TRANSFORM_GROUP_ID}.{name}_run"]
+        upstream = run.get_flat_relative_ids(upstream=True)
+        for parent_id in node["depends_on"]["nodes"]:
+            parent = by_id[parent_id]
+            parent_name = parent["name"] if parent["resource_type"] == "model" else f"{parent['source_name']}_{parent['name']}"
+            assert any(f".{parent_name}." in f".{task_id}" or f".{parent_name}_" in f".{task_id}" for task_id in upstream), (
+                f"{name} does not wait for {parent_name}"
+            )
+
+
+def test_marts_update_their_assets_and_node_types_get_their_policies(rendered: tuple[dict, DAG]) -> None:
+    _, dag = rendered
+    for mart, asset in MART_ASSETS.items():
+        assert asset in dag.task_dict[f"{TRANSFORM_GROUP_ID}.{mart}.run"].outlets
+    assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.run"].retries == 2
+    assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.test"].retries == 1
+    assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher"].retries == 0
