@@ -34,7 +34,8 @@ def marts_consumers() -> None:
         context = get_current_context()
         target = ObjectStoragePath(Variable.get("reports_url"))
         target.mkdir(parents=True, exist_ok=True)
-        report = target / f"daily_revenue_{context['ds']}.csv"
+        # asset-triggered runs have no logical date: name the file after when the run was due
+        report = target / f"daily_revenue_{context['dag_run'].run_after.date().isoformat()}.csv"
         report.write_text(daily_revenue_csv(current_warehouse()))
         return str(report)
 

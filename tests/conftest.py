@@ -10,7 +10,10 @@ import atexit
 import itertools
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -50,3 +53,30 @@ def new_database(postgres_server: EmbeddedPostgres) -> Callable[[str], str]:
         return postgres_server.dsn(name)
 
     return create
+
+
+@pytest.fixture(scope="session")
+def fakesnow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """``fakesnow -s -p PORT``, the same command the local stack runs."""
+    import snowflake.connector
+
+    port = find_free_port()
+    log = (tmp_path_factory.mktemp("fakesnow") / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "fakesnow"), "-s", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 30
+    while True:  # wait until it answers a login, not a fixed time
+        try:
+            snowflake.connector.connect(
+                user="probe", password="x", account="local", host="127.0.0.1", port=port, protocol="http",
+                login_timeout=2,
+            ).close()  # fmt: skip
+            break
+        except Exception:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield port
+    server.terminate()
+    server.wait(timeout=10)

@@ -37,11 +37,11 @@ class ShopWarehouse:
     landing_dir: Path
     env: dict[str, str] = field(default_factory=dict)  # Airflow connections and variables
 
-    def extract_all(self) -> dict[str, int]:
+    def extract_all(self, warehouse: str = "postgres", env: dict[str, str] | None = None) -> dict[str, int]:
         with pytest.MonkeyPatch.context() as patch:
-            for key, value in self.env.items():
+            for key, value in {**self.env, **(env or {})}.items():
                 patch.setenv(key, value)
-            return {entry.name: extract(entry.name).rows_merged for entry in load_source_config()}
+            return {entry.name: extract(entry.name, warehouse=warehouse).rows_merged for entry in load_source_config()}
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,48 @@ class Raw:
     tables: dict[str, list[dict[str, Any]]]
 
 
+def read_marts_postgres(dsn: str) -> dict[str, list[tuple]]:
+    """The dbt marts as built, in the oracle's column order and key order."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return {
+            mart: conn.execute(f"SELECT {', '.join(columns)} FROM marts.{mart} ORDER BY {', '.join(MART_KEYS[mart])}").fetchall()
+            for mart, columns in MART_COLUMNS.items()
+        }
+
+
+def read_marts_snowflake(conn_id: str = "warehouse_snowflake") -> dict[str, list[tuple]]:
+    """The marts as fakesnow holds them. Its server sends a NULL timestamp as the epoch (the value
+    ``IS NULL`` there, but arrives as 1970-01-01), so each column comes with its ``IS NULL`` flag."""
+    from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
+
+    conn = ProtocolAwareSnowflakeHook(snowflake_conn_id=conn_id).get_conn()
+    try:
+        cursor = conn.cursor()
+        marts = {}
+        for mart, columns in MART_COLUMNS.items():
+            selected = ", ".join(f"{column}, {column} IS NULL" for column in columns)
+            cursor.execute(f"SELECT {selected} FROM marts.{mart} ORDER BY {', '.join(MART_KEYS[mart])}")
+            marts[mart] = [
+                tuple(None if is_null else _comparable(value) for value, is_null in zip(row[::2], row[1::2], strict=True))
+                for row in cursor.fetchall()
+            ]
+        return marts
+    finally:
+        conn.close()
+
+
+def _comparable(value: object) -> object:
+    """Snowflake NUMBER(p,0) comes back as int where Postgres gives Decimal; compare values."""
+    return Decimal(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def comparable_marts(marts: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """Postgres marts in the form :func:`read_marts_snowflake` returns."""
+    return {mart: [tuple(_comparable(v) for v in row) for row in rows] for mart, rows in marts.items()}
+
+
 def read_raw_postgres(dsn: str) -> Raw:
     import psycopg
     from psycopg.rows import dict_row

@@ -8,20 +8,15 @@ the ``fakesnow -s`` HTTP server reached through the connection's host, port and 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import fakesnow
 import psycopg
 import pytest
-import snowflake.connector
 
 from include.dev.airflow_settings import ConnectionSpec
-from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port
+from include.dev.embedded_postgres import EmbeddedPostgres
 from include.ingestion.pipeline import extract
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
 
@@ -83,31 +78,6 @@ def snowflake_connection(monkeypatch: pytest.MonkeyPatch, database: str, **netwo
     spec = ConnectionSpec("warehouse_snowflake", "snowflake", None, None, "raw", "transformer", SNOWFLAKE_PASSWORD,
                           extra)  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", spec.to_env_value())
-
-
-@pytest.fixture(scope="module")
-def fakesnow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """``fakesnow -s -p PORT``, the same command the local stack runs."""
-    port = find_free_port()
-    log = (tmp_path_factory.mktemp("fakesnow") / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "fakesnow"), "-s", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 30
-    while True:  # wait until it answers a login, not a fixed time
-        try:
-            snowflake.connector.connect(
-                user="probe", password="x", account="local", host="127.0.0.1", port=port, protocol="http",
-                login_timeout=2,
-            ).close()  # fmt: skip
-            break
-        except Exception:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    yield port
-    server.terminate()
-    server.wait(timeout=10)
 
 
 def postgres_raw(dsn: str, table: str, key: str) -> list[tuple]:

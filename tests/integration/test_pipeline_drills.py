@@ -8,7 +8,6 @@ it found it. Time-based scheduling is off, so only the runs a drill triggers exi
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,14 +96,17 @@ def test_happy_path_builds_the_contracts_marts_and_reports_once(stack: LocalStac
     assert summary["Models built"] == str(sum(1 for t in states if t.endswith(".run") or t.endswith("_run")) - 1)
 
 
-def test_the_marts_asset_runs_the_consumer_which_exports_the_report(stack: LocalStack) -> None:
-    runs = []
-    for _ in range(60):  # the consumer was queued by the happy path's asset event; poll up to ~2 min
-        runs = api(base_url(stack), "GET", "/dags/marts_consumers/dagRuns")["dag_runs"]
-        if runs and runs[0]["state"] in ("success", "failed"):
-            break
-        time.sleep(2)
-    assert runs and runs[0]["state"] == "success" and runs[0]["run_type"] == "asset_triggered"
+def test_the_marts_asset_queues_the_consumer_which_exports_the_report(stack: LocalStack) -> None:
+    events = api(base_url(stack), "GET", "/assets/events?limit=100")["asset_events"]
+    revenue = [e for e in events if e["source_task_id"] == "transform.fct_daily_revenue.run"]
+    assert revenue and revenue[0]["uri"] == "ecommerce://marts/fct_daily_revenue", events
+    # time-based and asset scheduling are off in this stack (only drill-triggered runs exist), so
+    # the event waits in the consumer's queue; in production the scheduler starts it from there
+    queued = api(base_url(stack), "GET", "/dags/marts_consumers/assets/queuedEvents")["queued_events"]
+    assert any(q["asset_id"] == revenue[0]["asset_id"] for q in queued), queued
+
+    run_id = trigger(base_url(stack), "marts_consumers")
+    assert wait_for_run(base_url(stack), "marts_consumers", run_id, timeout_s=300) == "success"
     reports = list((stack.layout.landing_dir / "reports").glob("daily_revenue_*.csv"))
     assert reports
     lines = reports[0].read_text().splitlines()
@@ -125,6 +127,42 @@ def test_a_second_run_without_changes_changes_nothing(stack: LocalStack) -> None
     assert marts(dsn) == before
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT md5(string_agg(o::text, ',' ORDER BY order_id)) FROM raw.orders o").fetchone() == raw_before
+
+
+@pytest.fixture
+def stripe_faults_and_slack_down(stack: LocalStack) -> Iterator[None]:
+    """Stripe answers 30% of requests with 429/500, and Slack's endpoint is gone."""
+    stub = f"http://127.0.0.1:{stack.ports.stripe}/_stub/faults"
+    set_faults = lambda body: urllib.request.urlopen(  # noqa: E731
+        urllib.request.Request(stub, json.dumps(body).encode(), {"Content-Type": "application/json"}), timeout=10)
+    set_faults({"rate_429": 0.15, "rate_500": 0.15})
+    stack.slack_receiver().stop()
+    yield
+    set_faults({"rate_429": 0.0, "rate_500": 0.0})
+    stack.slack_receiver().start()
+
+
+def test_incremental_run_through_stripe_faults_and_without_slack_is_exact(
+    stack: LocalStack, stripe_faults_and_slack_down: None
+) -> None:
+    from include.dev import shopgen
+    from include.dev.charge_store import ChargeStore
+
+    summary = shopgen.apply_changes(1, stack.source_dsn(), stack.layout.charges_db, stack.layout.marketing_landing_dir)
+    assert summary.late_refunds and summary.status_changes
+
+    run_id, state, states = run_pipeline(stack)
+
+    assert state == "success", {task: s for task, s in states.items() if s != "success"}
+    dsn = warehouse_dsn(stack)
+    with psycopg.connect(dsn) as conn:
+        raw_charges = {row[0]: row[1] for row in conn.execute("SELECT id, payload FROM raw.stripe_charges")}
+    assert raw_charges == {c["id"]: c for c in ChargeStore(stack.layout.charges_db).all()}
+    with psycopg.connect(stack.source_dsn()) as source, psycopg.connect(dsn) as warehouse:
+        query = "SELECT order_id, status, updated_at FROM {} ORDER BY order_id"
+        assert source.execute(query.format("public.orders")).fetchall() == \
+               warehouse.execute(query.format("raw.orders")).fetchall()  # fmt: skip
+    assert marts(dsn) == expected_marts(read_raw_postgres(dsn))  # incremental marts = the full definition
 
 
 def test_dbt_docs_are_served_by_the_api_server(stack: LocalStack) -> None:
