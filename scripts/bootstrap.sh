@@ -17,7 +17,9 @@ if [ -z "$python_bin" ] || ! "$python_bin" -c 'import sys; sys.exit(sys.version_
   exit 1
 fi
 
-fingerprint() { cat "$@" | sha256sum | cut -d' ' -f1; }
+# The install recipe is part of the fingerprint: changing it below reinstalls existing venvs.
+RECIPE="uv+compileall"
+fingerprint() { { cat "$@"; echo "$RECIPE"; } | sha256sum | cut -d' ' -f1; }
 
 ensure_venv() {  # ensure_venv DIR REQUIREMENTS...
   local dir="$1"; shift
@@ -29,7 +31,11 @@ ensure_venv() {  # ensure_venv DIR REQUIREMENTS...
   [ -x "$dir/bin/python" ] || "$python_bin" -m venv "$dir"
   [ -x .venv/bin/uv ] || { [ -x .venv/bin/python ] || "$python_bin" -m venv .venv; .venv/bin/python -m pip install -q uv; }
   local args=(); for req in "$@"; do args+=(-r "$req"); done
+  # Bytecode compiled once here, as an image build does: with PYTHONDONTWRITEBYTECODE set (it is on
+  # this workplace's machines) every Airflow task process would otherwise recompile its imports.
   VIRTUAL_ENV="$PWD/$dir" .venv/bin/uv pip install -q --python "$dir/bin/python" "${args[@]}"
+  # (some packages ship templates that are not Python 3; compileall reports them and goes on)
+  "$dir/bin/python" -m compileall -q -j 0 "$dir/lib" >/dev/null || true
   echo "$want" > "$dir/.requirements.sha256"
 }
 

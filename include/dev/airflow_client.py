@@ -62,8 +62,20 @@ def wait_for_run(base_url: str, dag_id: str, run_id: str, timeout_s: float = 180
 
 
 def task_states(base_url: str, dag_id: str, run_id: str) -> dict[str, str]:
-    instances = api(base_url, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")
-    return {ti["task_id"]: ti["state"] for ti in instances["task_instances"]}
+    return {ti["task_id"]: ti["state"] for ti in task_instances(base_url, dag_id, run_id)}
+
+
+def task_instances(base_url: str, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Every task instance of the run as the API gives it (state, start_date, end_date, pid ...)."""
+    path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000"
+    return list(api(base_url, "GET", path)["task_instances"])
+
+
+def clear_tasks(base_url: str, dag_id: str, run_id: str, task_ids: list[str]) -> None:
+    """What *Clear → with downstream* does in the grid: rerun these tasks and everything after them."""
+    body = {"dag_run_id": run_id, "task_ids": task_ids, "include_downstream": True, "only_failed": False,
+            "dry_run": False, "reset_dag_runs": True}  # fmt: skip
+    api(base_url, "POST", f"/dags/{dag_id}/clearTaskInstances", body)
 
 
 def run_dag_and_wait(base_url: str, dag_id: str, conf: dict[str, Any] | None = None) -> str:

@@ -103,8 +103,9 @@ class StackPorts:
 
 
 class LocalStack:
-    def __init__(self, layout: StackLayout, airflow_port: int = 8080) -> None:
+    def __init__(self, layout: StackLayout, airflow_port: int = 8080, dags_folder: Path | None = None) -> None:
         self.layout = layout
+        self.dags_folder = dags_folder or REPO_ROOT / "dags"  # the benchmark adds generated DAGs beside ours
         self.ports = StackPorts.load_or_allocate(layout, airflow_port)
         self.postgres = EmbeddedPostgres(layout.postgres_dir, self.ports.postgres)
         self.settings = self._local_settings()
@@ -123,7 +124,7 @@ class LocalStack:
         api = f"http://127.0.0.1:{self.ports.airflow}"
         return {
             "AIRFLOW_HOME": str(self.layout.airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",

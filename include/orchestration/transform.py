@@ -42,6 +42,9 @@ class TransformSettings:
     invocation_mode: InvocationMode = InvocationMode.SUBPROCESS
     test_behavior: TestBehavior = TestBehavior.AFTER_EACH
     source_rendering: SourceRenderingBehavior = SourceRenderingBehavior.ALL
+    # How often a deferred model/test sensor (in the triggerer) looks for its node's result; Cosmos's
+    # 10 s default adds up to 10 s per lineage level to the stage, a lookup costs one XCom query.
+    watcher_poke_interval_s: int = 2
 
 
 SETTINGS = TransformSettings()
@@ -104,11 +107,11 @@ def transform_task_group(group_id: str = TRANSFORM_GROUP_ID, **kwargs: Any) -> D
     return group
 
 
-def transform_dag(dag_id: str, **dag_kwargs: Any) -> DbtDag:
-    """A transform-only DAG over the same project and configs."""
+def transform_dag(dag_id: str, project_dir: Path = DBT_PROJECT_DIR, **dag_kwargs: Any) -> DbtDag:
+    """A transform-only DAG over the same configs (another ``project_dir``: the benchmark's replicas)."""
     dag = DbtDag(
         dag_id=dag_id,
-        project_config=project_config(),
+        project_config=project_config(project_dir),
         profile_config=profile_config(),
         render_config=render_config(),
         execution_config=execution_config(),
@@ -136,6 +139,8 @@ def apply_node_policies(tasks: Any) -> None:
     for task in _flatten(tasks):
         for key, value in task_policy(node_type(task)).operator_kwargs().items():
             setattr(task, key, value)
+        if hasattr(task, "poke_interval"):  # the watcher's sensors
+            task.poke_interval = SETTINGS.watcher_poke_interval_s
         mart = _mart_of(task)
         if mart is not None:
             task.outlets = [*task.outlets, MART_ASSETS[mart]]

@@ -76,10 +76,12 @@ def shop_warehouse(postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.T
     stub.shutdown()
 
 
-def fast_policies_file(directory: Path) -> Path:
+def fast_policies_file(directory: Path, run_deadline_minutes: float | None = None) -> Path:
     """policies.yml with the same retry counts but second-long delays, so a failing test's retry
-    does not hold a test run for minutes."""
+    does not hold a test run for minutes; optionally a run deadline short enough to be missed."""
     document = yaml.safe_load(POLICIES_FILE.read_text())
+    if run_deadline_minutes is not None:
+        document["deadline"]["run_finishes_within"] = run_deadline_minutes
     for policy in document["tasks"].values():
         policy["retry_delay"] = 0.02
         if "max_retry_delay" in policy:

@@ -8,6 +8,7 @@ it found it. Time-based scheduling is off, so only the runs a drill triggers exi
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,14 +16,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from include.dev.airflow_client import api, task_states, trigger, wait_for_dag, wait_for_run
+from include.dev.airflow_client import api, clear_tasks, task_states, trigger, wait_for_dag, wait_for_run
 from include.dev.embedded_postgres import find_free_port
 from include.dev.stack import LocalStack, StackLayout
 from tests.dbt.conftest import fast_policies_file
-from tests.dbt.contract_oracle import MART_COLUMNS, MART_KEYS, expected_marts, read_raw_postgres
+from tests.dbt.contract_oracle import comparable_marts, expected_marts, read_marts_snowflake, read_raw_postgres
+from tests.dbt.contract_oracle import read_marts_postgres as marts
 
 pytestmark = pytest.mark.slow
 DAG_ID = "ecommerce_elt"
+RUN_DEADLINE_MINUTES = 0.25  # every drill run takes longer, so each one misses it and alerts
 STG_ORDERS_DESCENDANTS = ("int_orders_enriched", "fct_orders", "dim_customers", "fct_daily_revenue",
                           "fct_marketing_performance")  # fmt: skip
 UNRELATED_MODELS = ("stg_customers", "stg_products", "stg_order_items", "stg_stripe_charges", "stg_marketing_spend",
@@ -34,7 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     root = tmp_path_factory.mktemp("pipeline")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
-        patch.setenv("ECOMMERCE_POLICIES_FILE", str(fast_policies_file(root)))
+        patch.setenv("ECOMMERCE_POLICIES_FILE", str(fast_policies_file(root, RUN_DEADLINE_MINUTES)))
         local = LocalStack(StackLayout(root / "local"), airflow_port=find_free_port())
         local.up("small", with_airflow=True)
         wait_for_dag(base_url(local), DAG_ID)
@@ -59,14 +62,6 @@ def warehouse_dsn(stack: LocalStack) -> str:
     return stack.postgres.dsn(warehouse.schema or "", warehouse.login or "", warehouse.password)
 
 
-def marts(dsn: str) -> dict[str, list[tuple]]:
-    with psycopg.connect(dsn) as conn:
-        return {
-            mart: conn.execute(f"SELECT {', '.join(columns)} FROM marts.{mart} ORDER BY {', '.join(MART_KEYS[mart])}").fetchall()
-            for mart, columns in MART_COLUMNS.items()
-        }
-
-
 def slack_messages(stack: LocalStack, run_id: str) -> list[dict]:
     if not stack.layout.slack_log.exists():
         return []
@@ -74,13 +69,27 @@ def slack_messages(stack: LocalStack, run_id: str) -> list[dict]:
     return [entry["payload"] for entry in entries if run_id in json.dumps(entry["payload"])]
 
 
+def wait_for_slack(stack: LocalStack, run_id: str, words: str, timeout_s: float = 120) -> list[str]:
+    """Texts of the run's Slack messages containing ``words``, once at least one has arrived."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        texts = [m["text"] for m in slack_messages(stack, run_id) if words in m["text"]]
+        if texts or time.monotonic() > deadline:
+            return texts
+        time.sleep(1)
+
+
 def facts(message: dict) -> dict[str, str]:
     fields = [field["text"] for block in message["attachments"][0]["blocks"] for field in block.get("fields", [])]
     return dict(text.strip("*").split("*\n", 1) for text in fields)
 
 
+HAPPY_RUN: dict[str, str] = {}
+
+
 def test_happy_path_builds_the_contracts_marts_and_reports_once(stack: LocalStack) -> None:
     run_id, state, states = run_pipeline(stack)
+    HAPPY_RUN["run_id"] = run_id
 
     assert state == "success", {task: s for task, s in states.items() if s != "success"}
     assert set(states.values()) == {"success"}
@@ -113,6 +122,16 @@ def test_the_marts_asset_queues_the_consumer_which_exports_the_report(stack: Loc
     with psycopg.connect(warehouse_dsn(stack)) as conn:
         days = conn.execute("SELECT count(*) FROM marts.fct_daily_revenue").fetchone()[0]
     assert lines[0].startswith("order_date,order_count") and len(lines) == days + 1
+
+
+def test_a_run_past_its_deadline_alerts_slack(stack: LocalStack) -> None:
+    """The drills' deadline is 15 s after queueing; the happy run took longer, so the triggerer
+    ran the deadline callback, which posted through the Slack notifier."""
+    run_id = HAPPY_RUN["run_id"]
+    alerts = wait_for_slack(stack, run_id, "missed its deadline")
+    assert len(alerts) == 1, alerts
+    deadline = [m for m in slack_messages(stack, run_id) if "missed its deadline" in m["text"]][0]
+    assert facts(deadline)["DAG"] == DAG_ID and facts(deadline)["Run"] == run_id
 
 
 def test_a_second_run_without_changes_changes_nothing(stack: LocalStack) -> None:
@@ -163,6 +182,81 @@ def test_incremental_run_through_stripe_faults_and_without_slack_is_exact(
         assert source.execute(query.format("public.orders")).fetchall() == \
                warehouse.execute(query.format("raw.orders")).fetchall()  # fmt: skip
     assert marts(dsn) == expected_marts(read_raw_postgres(dsn))  # incremental marts = the full definition
+
+
+def test_a_snowflake_run_builds_the_same_marts_on_fakesnow(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """warehouse=snowflake: extraction, dbt and docs against the stack's fakesnow server."""
+    run_id, state, states = run_pipeline(stack, {"warehouse": "snowflake"})
+
+    assert state == "success", {task: s for task, s in states.items() if s != "success"}
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", stack.settings.connection("warehouse_snowflake").to_env_value())
+    assert read_marts_snowflake() == comparable_marts(marts(warehouse_dsn(stack)))
+    summary = [m for m in slack_messages(stack, run_id) if "succeeded" in m["text"]]
+    assert len(summary) == 1 and "snowflake" in json.dumps(summary[0])
+
+
+@pytest.fixture
+def source_database(stack: LocalStack) -> Iterator[str]:
+    """The shop's database; whatever a drill does to it, it accepts connections again afterwards."""
+    name = stack.settings.connection("ecommerce_source").schema or ""
+    yield name
+    with psycopg.connect(stack.postgres.dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def wait_for_a_query_blocked_on(admin_dsn: str, database: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        while time.monotonic() < deadline:
+            blocked = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'", (database,)
+            ).fetchone()[0]
+            if blocked:
+                return
+            time.sleep(0.5)
+    raise TimeoutError(f"no extraction query reached {database} within {timeout_s:.0f}s")
+
+
+def stop_source(admin_dsn: str, database: str) -> None:
+    """What clients see of a stopped server: open sessions killed, new connections refused. (The
+    embedded server also holds Airflow's metadata DB, so the source goes down as a database.)"""
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
+
+
+def test_source_down_mid_extraction_stops_before_dbt_and_a_cleared_rerun_is_exact(
+    stack: LocalStack, source_database: str
+) -> None:
+    admin_dsn = stack.postgres.dsn("postgres")
+    lock = psycopg.connect(stack.postgres.dsn(source_database))  # holds extract_orders mid-query
+    lock.execute("LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE")
+    run_id = trigger(base_url(stack), DAG_ID)
+    wait_for_a_query_blocked_on(admin_dsn, source_database)
+    stop_source(admin_dsn, source_database)
+    lock.close()
+
+    assert wait_for_run(base_url(stack), DAG_ID, run_id, timeout_s=600) == "failed"
+    states = task_states(base_url(stack), DAG_ID, run_id)
+    assert states["extract_orders"] == "failed"
+    assert states["all_extractions_complete"] == "upstream_failed"
+    assert {s for task, s in states.items() if task.startswith("transform.")} == {"upstream_failed"}
+    assert wait_for_slack(stack, run_id, f"{DAG_ID}.extract_orders failed")
+
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{source_database}" ALLOW_CONNECTIONS true')
+    clear_tasks(base_url(stack), DAG_ID, run_id, [task for task, s in states.items() if s == "failed"])
+
+    assert wait_for_run(base_url(stack), DAG_ID, run_id, timeout_s=900) == "success"
+    dsn = warehouse_dsn(stack)
+    with psycopg.connect(stack.source_dsn()) as source, psycopg.connect(dsn) as warehouse:
+        query = "SELECT order_id, status, updated_at FROM {} ORDER BY order_id"
+        assert source.execute(query.format("public.orders")).fetchall() == \
+               warehouse.execute(query.format("raw.orders")).fetchall()  # fmt: skip
+    assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
 
 
 def test_dbt_docs_are_served_by_the_api_server(stack: LocalStack) -> None:

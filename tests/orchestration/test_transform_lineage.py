@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk import DAG
 
 from include.orchestration.manifest import require_manifest
-from include.orchestration.transform import MART_ASSETS, TRANSFORM_GROUP_ID, transform_task_group
+from include.orchestration.transform import MART_ASSETS, SETTINGS, TRANSFORM_GROUP_ID, transform_task_group
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +56,11 @@ def test_marts_update_their_assets_and_node_types_get_their_policies(rendered: t
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.run"].retries == 2
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.test"].retries == 1
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher"].retries == 0
+
+
+def test_watcher_sensors_look_for_their_node_result_at_the_configured_interval(rendered: tuple[dict, DAG]) -> None:
+    _, dag = rendered
+    sensors = [t for t in dag.tasks if t.task_id.startswith(f"{TRANSFORM_GROUP_ID}.") and hasattr(t, "poke_interval")]
+    assert len(sensors) > 20
+    assert {t.poke_interval for t in sensors} == {SETTINGS.watcher_poke_interval_s}
+    assert SETTINGS.watcher_poke_interval_s < 10  # Cosmos's default, which adds up per lineage level
