@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 SCALE ?= small
+MODELS_CURVE ?=
 
 .PHONY: venv run up down status test dbt-manifest bench-el bench clean-local
 
@@ -29,8 +30,8 @@ test: venv dbt-manifest ## the test suite (starts what it needs itself)
 bench-el: venv        ## extract-load benchmark (not part of the tests)
 	@$(PY) -m include.dev.bench_el --scales medium large
 
-bench: venv dbt-manifest ## whole-pipeline benchmark (not part of the tests)
-	@$(PY) -m include.dev.bench --scale $(SCALE)
+bench: venv dbt-manifest ## whole-pipeline benchmark (not part of the tests); MODELS_CURVE=1,4,16 adds the model-count curve
+	@$(PY) -m include.dev.bench --scale $(SCALE) --models-curve "$(MODELS_CURVE)"
 
 clean-local: down     ## delete the local stack's data (.local/)
 	rm -rf .local

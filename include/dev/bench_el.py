@@ -106,6 +106,41 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def psql_copy_pipe(host: str, port: int, source: tuple, target: tuple, source_table: str, target_table: str) -> float:
+    """Seconds for ``psql -c "COPY s TO STDOUT" | psql -c "COPY t FROM STDIN"``: the physical limit of
+    moving a table on this machine. ``source``/``target`` are (user, password, database)."""
+    psql = str(postgres_bin_dir() / "psql")
+    common = ["-X", "-q", "-h", host, "-p", str(port)]
+    (source_user, source_password, source_db), (target_user, target_password, target_db) = source, target
+    started = time.perf_counter()
+    reader = subprocess.Popen([psql, *common, "-U", source_user, "-d", source_db, "-c", f"COPY {source_table} TO STDOUT"],
+                              stdout=subprocess.PIPE, env=dict(os.environ, PGPASSWORD=source_password))  # fmt: skip
+    subprocess.run([psql, *common, "-U", target_user, "-d", target_db, "-v", "ON_ERROR_STOP=1", "-c", f"COPY {target_table} FROM STDIN"],
+                   stdin=reader.stdout, env=dict(os.environ, PGPASSWORD=target_password), check=True)  # fmt: skip
+    reader.stdout.close()
+    if reader.wait() != 0:
+        raise RuntimeError(f"psql COPY TO STDOUT of {source_table} failed")
+    return time.perf_counter() - started
+
+
+def create_like(source_dsn: str, target_dsn: str, table: str, schema: str) -> None:
+    """An empty ``schema.table`` in the target with the source's column types and primary key."""
+    with psycopg.connect(source_dsn) as conn:
+        columns = conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f"public.{table}",),
+        ).fetchall()  # fmt: skip
+        key = conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+            "WHERE i.indrelid = %s::regclass AND i.indisprimary", (f"public.{table}",),
+        ).fetchall()  # fmt: skip
+    definition = ", ".join([f'"{name}" {type_}' for name, type_ in columns] + [f"PRIMARY KEY ({', '.join(k for (k,) in key)})"])
+    with psycopg.connect(target_dsn) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
+        conn.execute(f"CREATE TABLE {schema}.{table} ({definition})")
+
+
 # ---------------------------------------------------------------------------------------- the bench
 class Bench:
     def __init__(self, root: Path, scale: str) -> None:
@@ -155,18 +190,10 @@ class Bench:
         return Result(self.scale, method, table, out["rows"], out["seconds"], out["peak_rss_mib"], f"read {out['read']}")
 
     def psql(self, table: str) -> Result:
-        self._create_like_source(table, "wh_psql", "pipe")
-        psql = str(postgres_bin_dir() / "psql")
-        common = ["-X", "-q", "-h", self.server.host, "-p", str(self.server.port)]
-        started = time.perf_counter()
-        reader = subprocess.Popen([psql, *common, "-U", "shop", "-d", "source", "-c", f"COPY public.{table} TO STDOUT"],
-                                  stdout=subprocess.PIPE, env=dict(os.environ, PGPASSWORD=ROLES["shop"]))  # fmt: skip
-        subprocess.run([psql, *common, "-U", "warehouse", "-d", "wh_psql", "-v", "ON_ERROR_STOP=1", "-c", f"COPY pipe.{table} FROM STDIN"],
-                       stdin=reader.stdout, env=dict(os.environ, PGPASSWORD=ROLES["warehouse"]), check=True)  # fmt: skip
-        reader.stdout.close()
-        if reader.wait() != 0:
-            raise RuntimeError(f"psql COPY TO STDOUT of {table} failed")
-        return Result(self.scale, "psql pipe", table, self.count(table), time.perf_counter() - started)
+        create_like(self.dsn("source", "shop"), self.dsn("wh_psql", "warehouse"), table, "pipe")
+        seconds = psql_copy_pipe(self.server.host, self.server.port, ("shop", ROLES["shop"], "source"),
+                                 ("warehouse", ROLES["warehouse"], "wh_psql"), f"public.{table}", f"pipe.{table}")  # fmt: skip
+        return Result(self.scale, "psql pipe", table, self.count(table), seconds)
 
     def pandas(self, table: str) -> Result:
         url = "postgresql+psycopg://{}:{}@{}:{}/{}"
@@ -187,22 +214,6 @@ class Bench:
         return Result(self.scale, "dlt (pyarrow)", table, out["rows"], out["seconds"], out["peak_rss_mib"])
 
     # -------------------------------------------------------------------------------- helpers
-    def _create_like_source(self, table: str, database: str, schema: str) -> None:
-        with psycopg.connect(self.dsn("source", "shop")) as conn:
-            columns = conn.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f"public.{table}",),
-            ).fetchall()  # fmt: skip
-            key = conn.execute(
-                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-                "WHERE i.indrelid = %s::regclass AND i.indisprimary", (f"public.{table}",),
-            ).fetchall()  # fmt: skip
-        definition = ", ".join([f'"{name}" {type_}' for name, type_ in columns] + [f"PRIMARY KEY ({', '.join(k for (k,) in key)})"])
-        with psycopg.connect(self.dsn(database, "warehouse")) as conn:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
-            conn.execute(f"CREATE TABLE {schema}.{table} ({definition})")
-
     @staticmethod
     def _child(command: list[str], env: dict[str, str]) -> dict:
         done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT)

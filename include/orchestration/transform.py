@@ -42,9 +42,17 @@ class TransformSettings:
     invocation_mode: InvocationMode = InvocationMode.SUBPROCESS
     test_behavior: TestBehavior = TestBehavior.AFTER_EACH
     source_rendering: SourceRenderingBehavior = SourceRenderingBehavior.ALL
-    # How often a deferred model/test sensor (in the triggerer) looks for its node's result; Cosmos's
-    # 10 s default adds up to 10 s per lineage level to the stage, a lookup costs one XCom query.
+    # How often a model/test sensor looks for its node's result; Cosmos's 10 s default adds up to
+    # 10 s per lineage level to the stage, a lookup costs one XCom query.
     watcher_poke_interval_s: int = 2
+    # Sensors poke in their own task process instead of deferring to the triggerer. A deferred
+    # sensor costs a second task start (DAG parse included) on resume, and Airflow 3.3 can fail a
+    # resumed task on a stale executor event (apache/airflow#72716, #71580: "Failed to report
+    # terminal task state ... 404", seen here). The price: a worker slot per waiting sensor, at most
+    # the width of the lineage at once. Sensors of tests on several models stay deferrable: Cosmos
+    # 1.15.1 writes no status for them, and only its trigger concludes "producer succeeded, so did
+    # they" (its poke path would wait until the timeout).
+    watcher_sensors_deferrable: bool = False
 
 
 SETTINGS = TransformSettings()
@@ -141,9 +149,15 @@ def apply_node_policies(tasks: Any) -> None:
             setattr(task, key, value)
         if hasattr(task, "poke_interval"):  # the watcher's sensors
             task.poke_interval = SETTINGS.watcher_poke_interval_s
+            task.deferrable = SETTINGS.watcher_sensors_deferrable or _watches_a_multi_model_test(task)
         mart = _mart_of(task)
         if mart is not None:
             task.outlets = [*task.outlets, MART_ASSETS[mart]]
+
+
+def _watches_a_multi_model_test(task: Any) -> bool:
+    """A detached test's sensor (its node is the test itself, not a model whose tests it gathers)."""
+    return str(getattr(task, "model_unique_id", "") or "").startswith("test.")
 
 
 def _mart_of(task: Any) -> str | None:

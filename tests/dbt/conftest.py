@@ -45,7 +45,11 @@ class ShopWarehouse:
 
 
 @pytest.fixture(scope="module")
-def shop_warehouse(postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopWarehouse]:
+def shop_warehouse(
+    request: pytest.FixtureRequest, postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ShopWarehouse]:
+    """The shop at the test module's ``SHOP_SCALE`` (default ``small``), extracted into raw."""
+    scale = getattr(request.module, "SHOP_SCALE", "small")
     root = tmp_path_factory.mktemp("shop")
     suffix = uuid.uuid4().hex[:6]
     specs = {}
@@ -62,7 +66,7 @@ def shop_warehouse(postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.T
         charges_db=root / "charges.sqlite",
         landing_dir=root / "landing",
     )
-    shopgen.generate("small", 42, source_dsn, shop.charges_db, shop.landing_dir)
+    shopgen.generate(scale, 42, source_dsn, shop.charges_db, shop.landing_dir)
     stub = StripeStub(shop.charges_db, STRIPE_KEY)
     stub_url = stub.serve_in_thread()
     shop.env = {

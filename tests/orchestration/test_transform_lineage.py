@@ -63,4 +63,7 @@ def test_watcher_sensors_look_for_their_node_result_at_the_configured_interval(r
     sensors = [t for t in dag.tasks if t.task_id.startswith(f"{TRANSFORM_GROUP_ID}.") and hasattr(t, "poke_interval")]
     assert len(sensors) > 20
     assert {t.poke_interval for t in sensors} == {SETTINGS.watcher_poke_interval_s}
+    detached = [t for t in sensors if t.model_unique_id.startswith("test.")]  # tests on several models
+    assert detached and all(t.deferrable for t in detached)
+    assert {t.deferrable for t in sensors if t not in detached} == {SETTINGS.watcher_sensors_deferrable}
     assert SETTINGS.watcher_poke_interval_s < 10  # Cosmos's default, which adds up per lineage level

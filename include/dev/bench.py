@@ -1,0 +1,370 @@
+"""Whole-pipeline benchmark on the embedded stack: ``make bench SCALE=medium`` (not a test).
+
+In one go, on a fresh local stack at the chosen scale (``small`` | ``medium`` | ``large``):
+
+1. the full ``ecommerce_elt`` run through the real scheduler (LocalExecutor): wall time per stage
+   (health checks, extraction, dbt, docs, notify) from the task instances, and the run's total;
+2. the same after one day of generator changes (the incremental run);
+3. baselines on the same data: a plain ``dbt build --full-refresh`` and a plain ``dbt build`` of
+   the project (the work of the full and of the incremental dbt stage), and the ``psql COPY``
+   pipe for the four OLTP tables the extraction loads;
+4. DAG parse time of the pipeline DAG file vs an empty DAG file (after the stack stopped);
+5. peak memory (VmHWM) of the scheduler and of the largest task process, sampled from /proc;
+6. with ``--models-curve 1,4,16``: the dbt stage (a ``DbtDag`` of the project with every model
+   replicated N times, through the scheduler), a plain ``dbt build`` of it, and its parse time.
+
+Prints a table and writes ``bench-results/pipeline_<scale>_<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+from include.dev import shopgen
+from include.dev.airflow_client import api, task_instances, trigger, wait_for_dag, wait_for_run
+from include.dev.bench_el import RESULTS, TABLES, create_like, psql_copy_pipe
+from include.dev.bench_parse import EMPTY_DAG, parse_seconds
+from include.dev.embedded_postgres import find_free_port
+from include.dev.stack import REPO_ROOT, LocalStack, StackLayout
+
+DAG_ID = "ecommerce_elt"
+STAGES = ("health", "extraction", "dbt", "docs", "notify")
+BENCH_ROOT = REPO_ROOT / ".local" / "bench"
+
+
+def stage_of(task_id: str) -> str:
+    if task_id.startswith("transform."):
+        return "dbt"
+    if task_id.startswith(("extract_", "all_extractions")):
+        return "extraction"
+    if task_id == "dbt_docs":
+        return "docs"
+    if task_id == "notify_success":
+        return "notify"
+    return "health"  # validate_params, check_*
+
+
+@dataclass
+class RunTiming:
+    """Wall time of one DAG run and of each stage (first task start → last task end)."""
+
+    label: str
+    total_s: float
+    stages: dict[str, float]
+    tasks: int
+
+    @classmethod
+    def of(cls, label: str, base_url: str, dag_id: str, run_id: str, stage: callable = stage_of) -> RunTiming:
+        run = api(base_url, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        spans: dict[str, list[datetime]] = {}
+        instances = task_instances(base_url, dag_id, run_id)
+        for ti in instances:
+            if ti["start_date"] and ti["end_date"]:
+                spans.setdefault(stage(ti["task_id"]), []).extend([_time(ti["start_date"]), _time(ti["end_date"])])
+        stages = {name: (max(times) - min(times)).total_seconds() for name, times in spans.items()}
+        total = (_time(run["end_date"]) - _time(run["start_date"])).total_seconds()
+        return cls(label, round(total, 1), {k: round(v, 1) for k, v in stages.items()}, len(instances))
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class PeakMemory(threading.Thread):
+    """Samples VmHWM (peak RSS) of the scheduler and every process under it (executor workers,
+    task processes, their dbt subprocesses) until stopped. VmHWM only grows, so a sample late in
+    a process's life has its peak; a process shorter than the interval may be missed."""
+
+    def __init__(self, scheduler_pid: int, interval_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.scheduler_pid, self.interval_s = scheduler_pid, interval_s
+        self.peaks: dict[int, tuple[float, str]] = {}
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            try:
+                scheduler = psutil.Process(self.scheduler_pid)
+                processes = [scheduler, *scheduler.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for process in processes:
+                peak = _vm_hwm_mib(process.pid)
+                if peak is not None and peak > self.peaks.get(process.pid, (0.0, ""))[0]:
+                    self.peaks[process.pid] = (peak, _title(process))
+
+    def stop(self) -> dict[str, object]:
+        self._stopped.set()
+        self.join()
+        scheduler = self.peaks.get(self.scheduler_pid, (0.0, "scheduler"))[0]
+        tasks = [(peak, title) for pid, (peak, title) in self.peaks.items()
+                 if pid != self.scheduler_pid and "LocalExecutor" not in title and "serve-logs" not in title]  # fmt: skip
+        largest = max(tasks, default=(0.0, "-"))
+        return {"scheduler_peak_mib": round(scheduler), "largest_task_peak_mib": round(largest[0]), "largest_task": largest[1]}
+
+
+def _vm_hwm_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _title(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())[:120]
+    except psutil.Error:
+        return "?"
+
+
+@dataclass
+class BenchReport:
+    scale: str
+    shop_generated_s: float = 0.0
+    runs: list[RunTiming] = field(default_factory=list)
+    baselines: dict[str, float] = field(default_factory=dict)
+    parse: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, object] = field(default_factory=dict)
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+    def ratios(self) -> dict[str, float]:
+        full, incremental = self.runs[0], self.runs[1]
+        b = self.baselines
+        return {
+            "dbt stage / plain dbt build (full)": full.stages["dbt"] / b["dbt build --full-refresh"],
+            "dbt stage / plain dbt build (incremental)": incremental.stages["dbt"] / b["dbt build"],
+            "extraction stage / psql COPY pipe": full.stages["extraction"] / b["psql COPY pipe (4 tables)"],
+            "incremental run / full run": incremental.total_s / full.total_s,
+            "pipeline DAG parse / empty DAG parse": self.parse["pipeline_s"] / self.parse["empty_s"],
+        }
+
+
+class PipelineBench:
+    def __init__(self, scale: str, curve: list[int], root: Path = BENCH_ROOT) -> None:
+        self.scale = scale
+        self.root = root / scale
+        dags_folder = self._dags_folder()
+        self.curve = [CurveProject.prepare(factor, self.root / "curve", dags_folder) for factor in curve]
+        self.stack = LocalStack(StackLayout(self.root / "local"), airflow_port=find_free_port(), dags_folder=dags_folder)
+        self.base_url = f"http://127.0.0.1:{self.stack.ports.airflow}"
+        self.report = BenchReport(scale)
+        self.task_ids: dict[str, str] = {}  # task instance id → task id, to name the largest task
+
+    def _dags_folder(self) -> Path:
+        """The project's DAG files plus the curve's generated ones."""
+        folder = self.root / "dags"
+        folder.mkdir(parents=True, exist_ok=True)
+        for dag_file in (REPO_ROOT / "dags").glob("*.py"):
+            (folder / dag_file.name).unlink(missing_ok=True)
+            (folder / dag_file.name).symlink_to(dag_file)
+        return folder
+
+    def run(self) -> BenchReport:
+        os.environ["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"  # only the runs the bench triggers
+        started = time.perf_counter()
+        self.stack.up(self.scale, with_airflow=True)
+        self.report.shop_generated_s = round(time.perf_counter() - started, 1)
+        memory = PeakMemory(self._scheduler_pid())
+        memory.start()
+        try:
+            wait_for_dag(self.base_url, DAG_ID)
+            self.report.runs.append(self._pipeline_run("full"))
+            changes = shopgen.apply_changes(1, self.stack.source_dsn(), self.stack.layout.charges_db,
+                                            self.stack.layout.marketing_landing_dir)  # fmt: skip
+            say(f"one day of changes: {changes.new_orders} new orders, {changes.status_changes} status changes, "
+                f"{changes.late_refunds} late refunds")  # fmt: skip
+            self.report.runs.append(self._pipeline_run("incremental"))
+            self.report.memory = memory.stop()
+            self._name_largest_task()
+            self._baselines()
+            for project in self.curve:
+                wait_for_dag(self.base_url, project.dag_id, timeout_s=600)
+                self.report.curve.append(self._curve_point(project))
+        finally:
+            if memory.is_alive():
+                memory.stop()
+            self.stack.down()
+        self.report.parse = _parse_times(REPO_ROOT / "dags" / "ecommerce_elt.py")
+        for point, project in zip(self.report.curve, self.curve, strict=True):
+            point["parse_added_s"] = round(parse_seconds(project.dag_file, 3) - self.report.parse["empty_s"], 3)
+        return self.report
+
+    def _name_largest_task(self) -> None:
+        """Task processes are titled with their task instance id; say which task that was."""
+        title = str(self.report.memory.get("largest_task", ""))
+        for ti_id, task_id in self.task_ids.items():
+            if ti_id in title:
+                self.report.memory["largest_task"] = task_id
+                return
+
+    def _scheduler_pid(self) -> int:
+        scheduler = next(p for p in self.stack.airflow_components() if p.name == "airflow-scheduler")
+        pid = scheduler.pid()
+        assert pid is not None, "the scheduler is not running"
+        return pid
+
+    def _pipeline_run(self, label: str, dag_id: str = DAG_ID, conf: dict | None = None) -> RunTiming:
+        say(f"{label}: triggering {dag_id} ...")
+        run_id = trigger(self.base_url, dag_id, conf)
+        state = wait_for_run(self.base_url, dag_id, run_id, timeout_s=3600)
+        if state != "success":
+            raise RuntimeError(f"{dag_id} run {run_id} ended {state}: see {self.stack.layout.logs_dir}")
+        timing = RunTiming.of(label, self.base_url, dag_id, run_id,
+                              stage_of if dag_id == DAG_ID else (lambda _: "dbt"))  # fmt: skip
+        self.task_ids.update({ti["id"]: ti["task_id"] for ti in task_instances(self.base_url, dag_id, run_id)})
+        say(f"{label}: {timing.total_s:.1f}s {timing.stages}")
+        return timing
+
+    def _baselines(self) -> None:
+        from include.orchestration.dbt_cli import run_dbt
+
+        # the profile mapping reads the Connection the Airflow way; this process is the bench's own
+        os.environ["AIRFLOW_CONN_WAREHOUSE_POSTGRES"] = self.stack.settings.connection("warehouse_postgres").to_env_value()
+        for label, args in (("dbt build --full-refresh", ["build", "--full-refresh"]), ("dbt build", ["build"])):
+            started = time.perf_counter()
+            run_dbt(args)
+            self.report.baselines[label] = round(time.perf_counter() - started, 1)
+            say(f"baseline {label}: {self.report.baselines[label]}s")
+        self.report.baselines["psql COPY pipe (4 tables)"] = round(self._psql_pipe(), 2)
+        say(f"baseline psql COPY pipe: {self.report.baselines['psql COPY pipe (4 tables)']}s")
+
+    def _psql_pipe(self) -> float:
+        source = self.stack.settings.connection("ecommerce_source")
+        warehouse = self.stack.settings.connection("warehouse_postgres")
+        host, port = "127.0.0.1", self.stack.ports.postgres
+        seconds = 0.0
+        for table in TABLES:
+            create_like(self.stack.source_dsn(), self._warehouse_dsn(), table, "copy_pipe")
+            seconds += psql_copy_pipe(host, port, (source.login, source.password, source.schema),
+                                      (warehouse.login, warehouse.password, warehouse.schema),
+                                      f"public.{table}", f"copy_pipe.{table}")  # fmt: skip
+        return seconds
+
+    def _warehouse_dsn(self) -> str:
+        warehouse = self.stack.settings.connection("warehouse_postgres")
+        return self.stack.postgres.dsn(warehouse.schema or "", warehouse.login or "", warehouse.password)
+
+    def _curve_point(self, project: CurveProject) -> dict[str, float]:
+        """The dbt stage of a replicated project through the scheduler vs its plain ``dbt build``."""
+        from include.orchestration.dbt_cli import run_dbt
+
+        timing = self._pipeline_run(f"x{project.factor}", project.dag_id, {"full_refresh": True})
+        started = time.perf_counter()
+        run_dbt(["build", "--full-refresh"], project_dir=project.project_dir)
+        build_s = time.perf_counter() - started
+        say(f"x{project.factor}: {project.models} models, dbt stage {timing.total_s:.1f}s, dbt build {build_s:.1f}s")
+        return {"factor": project.factor, "models": project.models, "tasks": timing.tasks,
+                "dbt_stage_s": timing.total_s, "dbt_build_s": round(build_s, 1)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CurveProject:
+    """The dbt project with each model replicated ``factor`` times, and a DbtDag file rendering it."""
+
+    factor: int
+    project_dir: Path
+    dag_file: Path
+    models: int
+
+    @property
+    def dag_id(self) -> str:
+        return f"bench_models_x{self.factor}"
+
+    @classmethod
+    def prepare(cls, factor: int, root: Path, dags_dir: Path) -> CurveProject:
+        from include.dev.replicate_dbt import replicate_project
+        from include.orchestration.manifest import build_manifest
+
+        project_dir = replicate_project(factor, root / f"x{factor}")
+        manifest = json.loads(build_manifest(project_dir).read_text())
+        models = sum(1 for node in manifest["nodes"].values() if node["resource_type"] == "model")
+        dag_file = dags_dir / f"bench_models_x{factor}.py"
+        dag_file.write_text(CURVE_DAG.format(dag_id=f"bench_models_x{factor}", project_dir=str(project_dir)))
+        return cls(factor, project_dir, dag_file, models)
+
+
+CURVE_DAG = '''"""Benchmark only: the dbt stage of a replicated project (include/dev/bench.py)."""
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import Param
+
+from include.orchestration.transform import transform_dag
+
+transform_dag(
+    "{dag_id}", project_dir=Path("{project_dir}"), schedule=None, catchup=False, tags=["bench"],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), default_args={{"owner": "bench", "retries": 0}},
+    params={{"warehouse": Param(None, type=["null", "string"]), "full_refresh": Param(False, type="boolean")}},
+)
+'''
+
+
+def _parse_times(dag_file: Path, repeat: int = 3) -> dict[str, float]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        empty = Path(directory) / "empty_dag.py"
+        empty.write_text(EMPTY_DAG)
+        empty_s = parse_seconds(empty, repeat)
+    pipeline_s = parse_seconds(dag_file, repeat)
+    say(f"parse: empty {empty_s:.2f}s, {dag_file.name} {pipeline_s:.2f}s")
+    return {"empty_s": round(empty_s, 3), "pipeline_s": round(pipeline_s, 3), "added_s": round(pipeline_s - empty_s, 3)}
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def table(report: BenchReport) -> str:
+    lines = [f"scale {report.scale} (shop + stack up: {report.shop_generated_s}s)", ""]
+    header = f"{'run':<12} {'total':>7} " + " ".join(f"{s:>10}" for s in STAGES) + f" {'tasks':>6}"
+    lines += [header, "-" * len(header)]
+    for run in report.runs:
+        cells = " ".join(f"{run.stages.get(s, 0.0):>9.1f}s" for s in STAGES)
+        lines.append(f"{run.label:<12} {run.total_s:>6.1f}s {cells} {run.tasks:>6}")
+    lines += ["", "baselines (same data, same session):"]
+    lines += [f"  {name:<28} {seconds:>7.1f}s" for name, seconds in report.baselines.items()]
+    lines += ["", "ratios:"]
+    lines += [f"  {name:<44} {value:>6.2f}" for name, value in report.ratios().items()]
+    lines += ["", f"parse: empty DAG file {report.parse['empty_s']:.2f}s, pipeline DAG file {report.parse['pipeline_s']:.2f}s "
+                  f"(adds {report.parse['added_s']:.2f}s)"]  # fmt: skip
+    lines += [f"peak memory: scheduler {report.memory['scheduler_peak_mib']} MiB, largest task "
+              f"{report.memory['largest_task_peak_mib']} MiB ({report.memory['largest_task']})"]  # fmt: skip
+    if report.curve:
+        lines += ["", f"{'models':>7} {'tasks':>6} {'dbt stage':>10} {'dbt build':>10} {'ratio':>6} {'parse adds':>11}"]
+        for point in report.curve:
+            lines.append(f"{point['models']:>7} {point['tasks']:>6} {point['dbt_stage_s']:>9.1f}s {point['dbt_build_s']:>9.1f}s "
+                         f"{point['dbt_stage_s'] / point['dbt_build_s']:>6.2f} {point['parse_added_s']:>10.2f}s")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="small", choices=("small", "medium", "large"))
+    parser.add_argument("--models-curve", default="", help="replication factors of the dbt models, e.g. 1,4,16")
+    args = parser.parse_args()
+    curve = [int(f) for f in args.models_curve.split(",") if f]
+    shutil.rmtree(BENCH_ROOT / args.scale, ignore_errors=True)  # a fresh stack: the first run is a full load
+    report = PipelineBench(args.scale, curve).run()
+    print("\n" + table(report))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"pipeline_{args.scale}_{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps({**asdict(report), "ratios": report.ratios()}, indent=2))
+    print(f"\nwritten to {out.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
