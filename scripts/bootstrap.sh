@@ -41,3 +41,7 @@ ensure_venv() {  # ensure_venv DIR REQUIREMENTS...
 
 ensure_venv .venv requirements.txt requirements-dev.txt
 ensure_venv .venv-dbt requirements-dbt.txt
+
+# The project's own modules too (quick; only changed files are recompiled), so task processes and
+# benchmarks do not recompile them on every start.
+.venv/bin/python -m compileall -q include dags plugins tests >/dev/null

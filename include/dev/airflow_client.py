@@ -65,10 +65,16 @@ def task_states(base_url: str, dag_id: str, run_id: str) -> dict[str, str]:
     return {ti["task_id"]: ti["state"] for ti in task_instances(base_url, dag_id, run_id)}
 
 
-def task_instances(base_url: str, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """Every task instance of the run as the API gives it (state, start_date, end_date, pid ...)."""
-    path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000"
-    return list(api(base_url, "GET", path)["task_instances"])
+def task_instances(base_url: str, dag_id: str, run_id: str, page_size: int = 100) -> list[dict[str, Any]]:
+    """Every task instance of the run as the API gives it (state, start_date, end_date, pid ...),
+    page by page: the API caps a page at 100 entries."""
+    instances: list[dict[str, Any]] = []
+    while True:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit={page_size}&offset={len(instances)}"
+        page = api(base_url, "GET", path)
+        instances += page["task_instances"]
+        if not page["task_instances"] or len(instances) >= page["total_entries"]:
+            return instances
 
 
 def clear_tasks(base_url: str, dag_id: str, run_id: str, task_ids: list[str]) -> None:

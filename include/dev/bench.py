@@ -304,7 +304,7 @@ from airflow.sdk import Param
 
 from include.orchestration.transform import transform_dag
 
-transform_dag(
+{dag_id} = transform_dag(
     "{dag_id}", project_dir=Path("{project_dir}"), schedule=None, catchup=False, tags=["bench"],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), default_args={{"owner": "bench", "retries": 0}},
     params={{"warehouse": Param(None, type=["null", "string"]), "full_refresh": Param(False, type="boolean")}},

@@ -49,9 +49,10 @@ class TransformSettings:
     # sensor costs a second task start (DAG parse included) on resume, and Airflow 3.3 can fail a
     # resumed task on a stale executor event (apache/airflow#72716, #71580: "Failed to report
     # terminal task state ... 404", seen here). The price: a worker slot per waiting sensor, at most
-    # the width of the lineage at once. Sensors of tests on several models stay deferrable: Cosmos
-    # 1.15.1 writes no status for them, and only its trigger concludes "producer succeeded, so did
-    # they" (its poke path would wait until the timeout).
+    # the width of the lineage at once. Sensors of tests on several models get no status from
+    # Cosmos 1.15.1; its trigger concludes "the producer's dbt build succeeded, so did they" but its
+    # poke path would wait until the timeout, so they are taught the trigger's conclusion
+    # (:func:`_conclude_from_a_successful_build`).
     watcher_sensors_deferrable: bool = False
 
 
@@ -149,7 +150,9 @@ def apply_node_policies(tasks: Any) -> None:
             setattr(task, key, value)
         if hasattr(task, "poke_interval"):  # the watcher's sensors
             task.poke_interval = SETTINGS.watcher_poke_interval_s
-            task.deferrable = SETTINGS.watcher_sensors_deferrable or _watches_a_multi_model_test(task)
+            task.deferrable = SETTINGS.watcher_sensors_deferrable
+            if _watches_a_multi_model_test(task):
+                _conclude_from_a_successful_build(task)
         mart = _mart_of(task)
         if mart is not None:
             task.outlets = [*task.outlets, MART_ASSETS[mart]]
@@ -158,6 +161,19 @@ def apply_node_policies(tasks: Any) -> None:
 def _watches_a_multi_model_test(task: Any) -> bool:
     """A detached test's sensor (its node is the test itself, not a model whose tests it gathers)."""
     return str(getattr(task, "model_unique_id", "") or "").startswith("test.")
+
+
+def _conclude_from_a_successful_build(sensor: Any) -> None:
+    """A poking sensor with no node status concludes as Cosmos's trigger does (``NODE_NOT_RUN``):
+    once the producer's ``dbt build`` succeeded, every test it ran passed."""
+    undecided = sensor._handle_no_dbt_node_status
+
+    def handle_no_status(producer_task_state: str | None, try_number: int, context: Any) -> bool:
+        if producer_task_state == "success":
+            return True
+        return undecided(producer_task_state, try_number, context)
+
+    sensor._handle_no_dbt_node_status = handle_no_status
 
 
 def _mart_of(task: Any) -> str | None:
