@@ -24,6 +24,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,8 +33,8 @@ import psutil
 
 from include.dev import shopgen
 from include.dev.airflow_client import api, task_instances, trigger, wait_for_dag, wait_for_run
-from include.dev.bench_el import RESULTS, TABLES, create_like, psql_copy_pipe
-from include.dev.bench_parse import EMPTY_DAG, parse_seconds
+from include.dev.bench_el import RESULTS, TABLES, create_like, peak_rss_mib, psql_copy_pipe
+from include.dev.bench_parse import empty_dag_seconds, parse_seconds
 from include.dev.embedded_postgres import find_free_port
 from include.dev.stack import REPO_ROOT, LocalStack, StackLayout
 
@@ -64,10 +65,9 @@ class RunTiming:
     tasks: int
 
     @classmethod
-    def of(cls, label: str, base_url: str, dag_id: str, run_id: str, stage: callable = stage_of) -> RunTiming:
-        run = api(base_url, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+    def of(cls, label: str, run: dict, instances: list[dict], stage: Callable[[str], str] = stage_of) -> RunTiming:
+        """From the API's DAG run and its task instances."""
         spans: dict[str, list[datetime]] = {}
-        instances = task_instances(base_url, dag_id, run_id)
         for ti in instances:
             if ti["start_date"] and ti["end_date"]:
                 spans.setdefault(stage(ti["task_id"]), []).extend([_time(ti["start_date"]), _time(ti["end_date"])])
@@ -99,7 +99,7 @@ class PeakMemory(threading.Thread):
             except psutil.NoSuchProcess:
                 return
             for process in processes:
-                peak = _vm_hwm_mib(process.pid)
+                peak = peak_rss_mib(process.pid)
                 if peak is not None and peak > self.peaks.get(process.pid, (0.0, ""))[0]:
                     self.peaks[process.pid] = (peak, _title(process))
 
@@ -111,16 +111,6 @@ class PeakMemory(threading.Thread):
                  if pid != self.scheduler_pid and "LocalExecutor" not in title and "serve-logs" not in title]  # fmt: skip
         largest = max(tasks, default=(0.0, "-"))
         return {"scheduler_peak_mib": round(scheduler), "largest_task_peak_mib": round(largest[0]), "largest_task": largest[1]}
-
-
-def _vm_hwm_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _title(process: psutil.Process) -> str:
@@ -222,9 +212,10 @@ class PipelineBench:
         state = wait_for_run(self.base_url, dag_id, run_id, timeout_s=3600)
         if state != "success":
             raise RuntimeError(f"{dag_id} run {run_id} ended {state}: see {self.stack.layout.logs_dir}")
-        timing = RunTiming.of(label, self.base_url, dag_id, run_id,
-                              stage_of if dag_id == DAG_ID else (lambda _: "dbt"))  # fmt: skip
-        self.task_ids.update({ti["id"]: ti["task_id"] for ti in task_instances(self.base_url, dag_id, run_id)})
+        run = api(self.base_url, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        instances = task_instances(self.base_url, dag_id, run_id)
+        timing = RunTiming.of(label, run, instances, stage_of if dag_id == DAG_ID else (lambda _: "dbt"))
+        self.task_ids.update({ti["id"]: ti["task_id"] for ti in instances})
         say(f"{label}: {timing.total_s:.1f}s {timing.stages}")
         return timing
 
@@ -247,15 +238,11 @@ class PipelineBench:
         host, port = "127.0.0.1", self.stack.ports.postgres
         seconds = 0.0
         for table in TABLES:
-            create_like(self.stack.source_dsn(), self._warehouse_dsn(), table, "copy_pipe")
+            create_like(self.stack.source_dsn(), self.stack.warehouse_dsn(), table, "copy_pipe")
             seconds += psql_copy_pipe(host, port, (source.login, source.password, source.schema),
                                       (warehouse.login, warehouse.password, warehouse.schema),
                                       f"public.{table}", f"copy_pipe.{table}")  # fmt: skip
         return seconds
-
-    def _warehouse_dsn(self) -> str:
-        warehouse = self.stack.settings.connection("warehouse_postgres")
-        return self.stack.postgres.dsn(warehouse.schema or "", warehouse.login or "", warehouse.password)
 
     def _curve_point(self, project: CurveProject) -> dict[str, float]:
         """The dbt stage of a replicated project through the scheduler vs its plain ``dbt build``."""
@@ -313,13 +300,7 @@ from include.orchestration.transform import transform_dag
 
 
 def _parse_times(dag_file: Path, repeat: int = 3) -> dict[str, float]:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as directory:
-        empty = Path(directory) / "empty_dag.py"
-        empty.write_text(EMPTY_DAG)
-        empty_s = parse_seconds(empty, repeat)
-    pipeline_s = parse_seconds(dag_file, repeat)
+    empty_s, pipeline_s = empty_dag_seconds(repeat), parse_seconds(dag_file, repeat)
     say(f"parse: empty {empty_s:.2f}s, {dag_file.name} {pipeline_s:.2f}s")
     return {"empty_s": round(empty_s, 3), "pipeline_s": round(pipeline_s, 3), "added_s": round(pipeline_s - empty_s, 3)}
 

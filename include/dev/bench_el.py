@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -76,7 +75,7 @@ def worker_ours(table: str, full: bool) -> dict:
     started = time.perf_counter()
     report = extract(table, full_refresh=full, batch_id=f"bench-{table}-{'full' if full else 'incr'}")
     seconds = time.perf_counter() - started
-    return {"rows": report.rows_merged, "read": report.rows_read, "seconds": seconds, "peak_rss_mib": _peak_rss_mib()}
+    return {"rows": report.rows_merged, "read": report.rows_read, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
 
 def worker_pandas(table: str, source_url: str, warehouse_url: str) -> dict:
@@ -87,7 +86,7 @@ def worker_pandas(table: str, source_url: str, warehouse_url: str) -> dict:
     started = time.perf_counter()
     frame = pd.read_sql_table(table, source, schema="public")
     frame.to_sql(table, warehouse, schema="naive", index=False, if_exists="replace")
-    return {"rows": len(frame), "seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
+    return {"rows": len(frame), "seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()}
 
 
 DLT_SCRIPT = """
@@ -107,13 +106,16 @@ print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mib": hwm / 1024})
 """
 
 
-def _peak_rss_mib() -> float:
-    """This process image's peak RSS. Not ``ru_maxrss``: Linux carries the parent's peak across
-    fork+exec into it, so every worker would report the benchmark driver's memory."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mib(pid: int | str = "self") -> float | None:
+    """A process's peak RSS (VmHWM), or None once it is gone. Not ``ru_maxrss``: Linux carries the
+    parent's peak across fork+exec into it, so every worker would report the driver's memory."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        return None
+    return None
 
 
 def psql_copy_pipe(host: str, port: int, source: tuple, target: tuple, source_table: str, target_table: str) -> float:

@@ -58,15 +58,20 @@ def _env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
 
+def empty_dag_seconds(repeat: int) -> float:
+    """The baseline: parsing a DAG file with one task and nothing of this project."""
+    with tempfile.TemporaryDirectory() as directory:
+        empty = Path(directory) / "empty_dag.py"
+        empty.write_text(EMPTY_DAG)
+        return parse_seconds(empty, repeat)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dag-file", type=Path, default=REPO_ROOT / "dags" / "ecommerce_elt.py")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        empty = Path(directory) / "empty_dag.py"
-        empty.write_text(EMPTY_DAG)
-        baseline = parse_seconds(empty, args.repeat)
+    baseline = empty_dag_seconds(args.repeat)
     pipeline = parse_seconds(args.dag_file, args.repeat)
     print(f"empty DAG file      {baseline:6.3f} s (median of {args.repeat})")
     print(f"{args.dag_file.name:<19} {pipeline:6.3f} s")

@@ -244,8 +244,14 @@ class LocalStack:
         self.postgres.ensure_database(AIRFLOW_METADATA_DB)
 
     def source_dsn(self) -> str:
-        source = self.settings.connection("ecommerce_source")
-        return self.postgres.dsn(source.schema or "", source.login or "", source.password)
+        return self._dsn("ecommerce_source")
+
+    def warehouse_dsn(self) -> str:
+        return self._dsn("warehouse_postgres")
+
+    def _dsn(self, conn_id: str) -> str:
+        connection = self.settings.connection(conn_id)
+        return self.postgres.dsn(connection.schema or "", connection.login or "", connection.password)
 
     def _ensure_shop_data(self, scale: str, seed: int) -> None:
         """Generate the synthetic shop on first start only: restarts keep the data as it is."""

@@ -26,13 +26,18 @@ class DbtCommandFailed(RuntimeError):
 def run_dbt(
     args: list[str], warehouse: str = "postgres", project_dir: Path = DBT_PROJECT_DIR, target_path: Path | None = None
 ) -> str:
-    """Run ``dbt <args>`` against ``warehouse``; returns dbt's output, raises on failure."""
+    """Run ``dbt <args>`` against ``warehouse``; returns dbt's output, raises on failure.
+
+    Artifacts go to ``target_path``, by default ``target/cli/`` of the project: never over
+    ``target/manifest.json``, the parse-only manifest Cosmos renders the DAGs from (a build's
+    manifest is profile-specific), while dbt's partial-parse state still carries over between runs.
+    """
     mapping = warehouse_profile_mapping(warehouse)
+    target_path = target_path or project_dir / "target" / "cli"
     with tempfile.TemporaryDirectory(prefix="dbt-profile-") as profiles_dir:
         Path(profiles_dir, "profiles.yml").write_text(mapping.get_profile_file_contents(PROFILE_NAME, TARGET_NAME))
-        command = [str(dbt_executable()), *args, "--project-dir", str(project_dir), "--profiles-dir", profiles_dir]
-        if target_path is not None:
-            command += ["--target-path", str(target_path)]
+        command = [str(dbt_executable()), *args, "--project-dir", str(project_dir), "--profiles-dir", profiles_dir,
+                   "--target-path", str(target_path)]  # fmt: skip
         env = {**os.environ, **mapping.env_vars, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
         result = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True)
     if result.returncode != 0:

@@ -49,10 +49,8 @@ class TransformSettings:
     # sensor costs a second task start (DAG parse included) on resume, and Airflow 3.3 can fail a
     # resumed task on a stale executor event (apache/airflow#72716, #71580: "Failed to report
     # terminal task state ... 404", seen here). The price: a worker slot per waiting sensor, at most
-    # the width of the lineage at once. Sensors of tests on several models get no status from
-    # Cosmos 1.15.1; its trigger concludes "the producer's dbt build succeeded, so did they" but its
-    # poke path would wait until the timeout, so they are taught the trigger's conclusion
-    # (:func:`_conclude_from_a_successful_build`).
+    # the width of the lineage at once. Poking sensors conclude as Cosmos's trigger does when a node
+    # has no status (:func:`_conclude_from_a_successful_build`); tests on several models never get one.
     watcher_sensors_deferrable: bool = False
 
 
@@ -151,21 +149,16 @@ def apply_node_policies(tasks: Any) -> None:
         if hasattr(task, "poke_interval"):  # the watcher's sensors
             task.poke_interval = SETTINGS.watcher_poke_interval_s
             task.deferrable = SETTINGS.watcher_sensors_deferrable
-            if _watches_a_multi_model_test(task):
-                _conclude_from_a_successful_build(task)
+            _conclude_from_a_successful_build(task)
         mart = _mart_of(task)
         if mart is not None:
             task.outlets = [*task.outlets, MART_ASSETS[mart]]
 
 
-def _watches_a_multi_model_test(task: Any) -> bool:
-    """A detached test's sensor (its node is the test itself, not a model whose tests it gathers)."""
-    return str(getattr(task, "model_unique_id", "") or "").startswith("test.")
-
-
 def _conclude_from_a_successful_build(sensor: Any) -> None:
-    """A poking sensor with no node status concludes as Cosmos's trigger does (``NODE_NOT_RUN``):
-    once the producer's ``dbt build`` succeeded, every test it ran passed."""
+    """A poking sensor with no node status concludes as Cosmos 1.15.1's trigger does
+    (``NODE_NOT_RUN``): once the producer's ``dbt build`` succeeded, the node did not fail. Its poke
+    path would wait until the timeout instead, e.g. for every test on several models."""
     undecided = sensor._handle_no_dbt_node_status
 
     def handle_no_status(producer_task_state: str | None, try_number: int, context: Any) -> bool:
@@ -179,8 +172,9 @@ def _conclude_from_a_successful_build(sensor: Any) -> None:
 def _mart_of(task: Any) -> str | None:
     if node_type(task) != "dbt_model":
         return None
+    parts = task.task_id.split(".")  # "<group>.<model>.run", or "<model>_run" for a model without tests
     for mart in MARTS:
-        if task.task_id.split(".")[-1] in (f"{mart}_run", f"{mart}.run", mart) or task.task_id.endswith(f"{mart}.run"):
+        if parts[-2:] == [mart, "run"] or parts[-1] == f"{mart}_run":
             return mart
     return None
 

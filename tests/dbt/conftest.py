@@ -25,7 +25,7 @@ from include.ingestion.config import load_source_config
 from include.ingestion.pipeline import extract
 from include.orchestration.policies import POLICIES_FILE
 
-PASSWORDS = {"shop": "dbt-test-shop-Pw-1", "warehouse": "dbt-test-wh-Pw-2"}
+PASSWORDS = {"shop": "dbt-test-shop-Pw-1", "warehouse": "dbt-test-wh-Pw-2", "snowflake": "sf-Pa55word-51d0e3"}
 STRIPE_KEY = "sk_test_dbt_suite_8d2f"
 
 
@@ -78,6 +78,15 @@ def shop_warehouse(
     shop.extract_all()
     yield shop
     stub.shutdown()
+
+
+def snowflake_connection_env(database: str, **network: object) -> dict[str, str]:
+    """``warehouse_snowflake`` as an ``AIRFLOW_CONN_*`` variable; ``network`` = host, port, protocol
+    for a ``fakesnow -s`` server (none: in-process ``fakesnow.patch()``)."""
+    extra = {"account": "local", "warehouse": "transforming", "database": database, "role": "transformer", **network}
+    spec = ConnectionSpec("warehouse_snowflake", "snowflake", None, None, "raw", "transformer", PASSWORDS["snowflake"],
+                          extra)  # fmt: skip
+    return {"AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE": spec.to_env_value()}
 
 
 def fast_policies_file(directory: Path, run_deadline_minutes: float | None = None) -> Path:

@@ -8,9 +8,8 @@ import uuid
 
 import pytest
 
-from include.dev.airflow_settings import ConnectionSpec
 from include.orchestration.dbt_cli import run_dbt
-from tests.dbt.conftest import ShopWarehouse
+from tests.dbt.conftest import ShopWarehouse, snowflake_connection_env
 from tests.dbt.contract_oracle import (
     MART_COLUMNS,
     comparable_marts,
@@ -23,18 +22,11 @@ from tests.dbt.contract_oracle import (
 pytestmark = pytest.mark.slow
 
 
-def snowflake_env(port: int) -> dict[str, str]:
-    """``warehouse_snowflake`` on the fakesnow server, in a database of its own."""
-    extra = {"account": "local", "warehouse": "transforming", "database": f"analytics_{uuid.uuid4().hex[:6]}",
-             "role": "transformer", "host": "127.0.0.1", "port": port, "protocol": "http"}  # fmt: skip
-    spec = ConnectionSpec("warehouse_snowflake", "snowflake", None, None, "raw", "transformer", "sf-dbt-Pw-7", extra)
-    return {"AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE": spec.to_env_value()}
-
-
 def test_snowflake_build_on_fakesnow_equals_the_postgres_marts(
     shop_warehouse: ShopWarehouse, fakesnow_server: int
 ) -> None:
-    snowflake = snowflake_env(fakesnow_server)
+    snowflake = snowflake_connection_env(f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server,
+                                         protocol="http")  # a database of its own on the fakesnow server
     loaded = shop_warehouse.extract_all("snowflake", snowflake)
     assert loaded["orders"] > 0
     with pytest.MonkeyPatch.context() as patch:

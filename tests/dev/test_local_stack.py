@@ -36,11 +36,6 @@ def source_order_count(local: LocalStack) -> int:
         return int(conn.execute("SELECT count(*) FROM public.orders").fetchone()[0])
 
 
-def warehouse_dsn(local: LocalStack) -> str:
-    warehouse = local.settings.connection("warehouse_postgres")
-    return local.postgres.dsn(warehouse.schema or "", warehouse.login or "", warehouse.password)
-
-
 @pytest.mark.slow
 def test_start_twice_then_stop_and_restart_keeps_everything(stack: LocalStack) -> None:
     stack.up(scale="small")
@@ -54,7 +49,7 @@ def test_start_twice_then_stop_and_restart_keeps_everything(stack: LocalStack) -
     assert stack.status() == pids
     assert source_order_count(stack) == orders
 
-    with psycopg.connect(warehouse_dsn(stack)) as conn:
+    with psycopg.connect(stack.warehouse_dsn()) as conn:
         conn.execute("CREATE TABLE survives_restart (note text)")
         conn.execute("INSERT INTO survives_restart VALUES ('kept')")
 
@@ -66,7 +61,7 @@ def test_start_twice_then_stop_and_restart_keeps_everything(stack: LocalStack) -
     restarted.up(scale="small")
     assert source_order_count(restarted) == orders
     assert stripe_charge_count(restarted) > 0
-    with psycopg.connect(warehouse_dsn(restarted)) as conn:
+    with psycopg.connect(restarted.warehouse_dsn()) as conn:
         assert conn.execute("SELECT note FROM survives_restart").fetchall() == [("kept",)]
 
 

@@ -19,8 +19,8 @@ from include.dev.airflow_settings import ConnectionSpec
 from include.dev.embedded_postgres import EmbeddedPostgres
 from include.ingestion.pipeline import extract
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
+from tests.dbt.conftest import snowflake_connection_env
 
-SNOWFLAKE_PASSWORD = "sf-Pa55word-51d0e3"
 SOURCES = """
 sources:
   - {name: items, kind: postgres, conn_id: ecommerce_source, table: items, primary_key: [item_id],
@@ -74,10 +74,8 @@ def postgres_side(postgres_server: EmbeddedPostgres, monkeypatch: pytest.MonkeyP
 
 
 def snowflake_connection(monkeypatch: pytest.MonkeyPatch, database: str, **network: object) -> None:
-    extra = {"account": "local", "warehouse": "transforming", "database": database, "role": "transformer", **network}
-    spec = ConnectionSpec("warehouse_snowflake", "snowflake", None, None, "raw", "transformer", SNOWFLAKE_PASSWORD,
-                          extra)  # fmt: skip
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", spec.to_env_value())
+    for key, value in snowflake_connection_env(database, **network).items():
+        monkeypatch.setenv(key, value)
 
 
 def postgres_raw(dsn: str, table: str, key: str) -> list[tuple]:

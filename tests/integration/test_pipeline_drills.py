@@ -57,11 +57,6 @@ def run_pipeline(stack: LocalStack, conf: dict | None = None) -> tuple[str, str,
     return run_id, state, task_states(base_url(stack), DAG_ID, run_id)
 
 
-def warehouse_dsn(stack: LocalStack) -> str:
-    warehouse = stack.settings.connection("warehouse_postgres")
-    return stack.postgres.dsn(warehouse.schema or "", warehouse.login or "", warehouse.password)
-
-
 def slack_messages(stack: LocalStack, run_id: str) -> list[dict]:
     if not stack.layout.slack_log.exists():
         return []
@@ -93,7 +88,7 @@ def test_happy_path_builds_the_contracts_marts_and_reports_once(stack: LocalStac
 
     assert state == "success", {task: s for task, s in states.items() if s != "success"}
     assert set(states.values()) == {"success"}
-    dsn = warehouse_dsn(stack)
+    dsn = stack.warehouse_dsn()
     assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
     successes = [m for m in slack_messages(stack, run_id) if "succeeded" in m["text"]]
     assert len(successes) == 1
@@ -119,7 +114,7 @@ def test_the_marts_asset_queues_the_consumer_which_exports_the_report(stack: Loc
     reports = list((stack.layout.landing_dir / "reports").glob("daily_revenue_*.csv"))
     assert reports
     lines = reports[0].read_text().splitlines()
-    with psycopg.connect(warehouse_dsn(stack)) as conn:
+    with psycopg.connect(stack.warehouse_dsn()) as conn:
         days = conn.execute("SELECT count(*) FROM marts.fct_daily_revenue").fetchone()[0]
     assert lines[0].startswith("order_date,order_count") and len(lines) == days + 1
 
@@ -135,7 +130,7 @@ def test_a_run_past_its_deadline_alerts_slack(stack: LocalStack) -> None:
 
 
 def test_a_second_run_without_changes_changes_nothing(stack: LocalStack) -> None:
-    dsn = warehouse_dsn(stack)
+    dsn = stack.warehouse_dsn()
     before = marts(dsn)
     with psycopg.connect(dsn) as conn:
         raw_before = conn.execute("SELECT md5(string_agg(o::text, ',' ORDER BY order_id)) FROM raw.orders o").fetchone()
@@ -173,7 +168,7 @@ def test_incremental_run_through_stripe_faults_and_without_slack_is_exact(
     run_id, state, states = run_pipeline(stack)
 
     assert state == "success", {task: s for task, s in states.items() if s != "success"}
-    dsn = warehouse_dsn(stack)
+    dsn = stack.warehouse_dsn()
     with psycopg.connect(dsn) as conn:
         raw_charges = {row[0]: row[1] for row in conn.execute("SELECT id, payload FROM raw.stripe_charges")}
     assert raw_charges == {c["id"]: c for c in ChargeStore(stack.layout.charges_db).all()}
@@ -190,7 +185,7 @@ def test_a_snowflake_run_builds_the_same_marts_on_fakesnow(stack: LocalStack, mo
 
     assert state == "success", {task: s for task, s in states.items() if s != "success"}
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", stack.settings.connection("warehouse_snowflake").to_env_value())
-    assert read_marts_snowflake() == comparable_marts(marts(warehouse_dsn(stack)))
+    assert read_marts_snowflake() == comparable_marts(marts(stack.warehouse_dsn()))
     summary = [m for m in slack_messages(stack, run_id) if "succeeded" in m["text"]]
     assert len(summary) == 1 and "snowflake" in json.dumps(summary[0])
 
@@ -251,7 +246,7 @@ def test_source_down_mid_extraction_stops_before_dbt_and_a_cleared_rerun_is_exac
     clear_tasks(base_url(stack), DAG_ID, run_id, [task for task, s in states.items() if s == "failed"])
 
     assert wait_for_run(base_url(stack), DAG_ID, run_id, timeout_s=900) == "success"
-    dsn = warehouse_dsn(stack)
+    dsn = stack.warehouse_dsn()
     with psycopg.connect(stack.source_dsn()) as source, psycopg.connect(dsn) as warehouse:
         query = "SELECT order_id, status, updated_at FROM {} ORDER BY order_id"
         assert source.execute(query.format("public.orders")).fetchall() == \
