@@ -63,6 +63,8 @@ class RunTiming:
     total_s: float
     stages: dict[str, float]
     tasks: int
+    # per task: seconds from the run's start to queued, started and ended (JSON only: where time goes)
+    timeline: list[dict] = field(default_factory=list)
 
     @classmethod
     def of(cls, label: str, run: dict, instances: list[dict], stage: Callable[[str], str] = stage_of) -> RunTiming:
@@ -72,8 +74,15 @@ class RunTiming:
             if ti["start_date"] and ti["end_date"]:
                 spans.setdefault(stage(ti["task_id"]), []).extend([_time(ti["start_date"]), _time(ti["end_date"])])
         stages = {name: (max(times) - min(times)).total_seconds() for name, times in spans.items()}
-        total = (_time(run["end_date"]) - _time(run["start_date"])).total_seconds()
-        return cls(label, round(total, 1), {k: round(v, 1) for k, v in stages.items()}, len(instances))
+        begin = _time(run["start_date"])
+        total = (_time(run["end_date"]) - begin).total_seconds()
+        timeline = sorted(
+            ({"task": ti["task_id"], "try": ti.get("try_number"),
+              **{k: round((_time(ti[f"{k}_date"]) - begin).total_seconds(), 2) for k in ("queued", "start", "end") if ti.get(f"{k}_date")}}
+             for ti in instances),
+            key=lambda t: t.get("start", 1e9),
+        )  # fmt: skip
+        return cls(label, round(total, 1), {k: round(v, 1) for k, v in stages.items()}, len(instances), timeline)
 
 
 def _time(value: str) -> datetime:

@@ -26,7 +26,7 @@ from include.ingestion.config import (
     load_source_config,
     source_entry,
 )
-from include.ingestion.state import STATE_TABLE, high_water, stage_high_water
+from include.ingestion.state import STATE_TABLE, high_water, set_high_water
 from include.ingestion.tables import RawTable, csv_chunks
 from include.ingestion.warehouse.base import ReplaceScope, Warehouse, WarehouseSession
 
@@ -109,13 +109,9 @@ def _is_full(entry: SourceConfig, run: _Run, previous: str | None) -> bool:
 
 
 def _merge_with_mark(session: WarehouseSession, table: RawTable, source: str, cursor: str, mark: str | None) -> int:
-    """Merge the staged rows and the new high-water mark, then commit both at once.
-
-    Everything is staged before the first merge (Snowflake commits an open transaction on DDL).
-    """
-    stage_high_water(session, source, cursor, mark)
+    """Merge the staged rows and write the new high-water mark, then commit both at once."""
     merged = session.merge(table)
-    session.merge(STATE_TABLE)
+    set_high_water(session, source, cursor, mark)
     session.commit()
     return merged
 
@@ -125,8 +121,7 @@ def _load_postgres(entry: PostgresTable, run: _Run) -> LoadReport:
 
     with source.snapshot(entry) as conn:
         table = source.describe(conn, entry)
-        run.warehouse.ensure_tables([STATE_TABLE, table])
-        with run.warehouse.session(run.batch_id) as session:
+        with run.warehouse.session(run.batch_id, [STATE_TABLE, table]) as session:
             previous = high_water(session, entry.name)
             full = _is_full(entry, run, previous)
             since = None if full else datetime.fromisoformat(previous) - timedelta(seconds=entry.overlap_seconds)
@@ -145,8 +140,7 @@ def _load_stripe(entry: StripeCharges, run: _Run) -> LoadReport:
     from include.ingestion.sources import stripe as source
 
     table = source.raw_table(entry)
-    run.warehouse.ensure_tables([STATE_TABLE, table])
-    with run.warehouse.session(run.batch_id) as session:
+    with run.warehouse.session(run.batch_id, [STATE_TABLE, table]) as session:
         previous = high_water(session, entry.name)
         full = _is_full(entry, run, previous)
         since = None if full else int(previous) - entry.reread_days * 86_400
@@ -164,9 +158,8 @@ def _load_marketing(entry: MarketingCsv, run: _Run) -> LoadReport:
     from include.ingestion.sources import marketing_csv as source
 
     spend, rejects = source.spend_table(entry), source.rejects_table(entry)
-    run.warehouse.ensure_tables([source.LANDED_FILES, spend, rejects])
     full = run.full_refresh or entry.mode is LoadMode.FULL
-    with run.warehouse.session(run.batch_id) as session:
+    with run.warehouse.session(run.batch_id, [source.LANDED_FILES, spend, rejects]) as session:
         landed = {row["file_name"]: row["checksum"] for row in session.read(source.LANDED_FILES)}
         deliveries = list(source.pending_deliveries(entry, landed, everything=full))
         names = tuple(d.name for d in deliveries)

@@ -1,12 +1,12 @@
 """High-water marks, kept in the warehouse next to the data they describe (``raw._ingestion_state``).
 
-The mark is staged and merged like any raw table, in the same session as the data, so it commits
-with the rows it describes or not at all: a failed load can neither skip rows nor advance the mark.
+The mark is upserted in the same session and transaction as the data, so it commits with the rows
+it describes or not at all: a failed load can neither skip rows nor advance the mark.
 """
 
 from __future__ import annotations
 
-from include.ingestion.tables import Column, RawTable, csv_chunks
+from include.ingestion.tables import Column, RawTable
 from include.ingestion.warehouse.base import WarehouseSession
 
 STATE_TABLE = RawTable(
@@ -24,6 +24,6 @@ def high_water(session: WarehouseSession, source: str) -> str | None:
     return None
 
 
-def stage_high_water(session: WarehouseSession, source: str, cursor_column: str, value: str | None) -> None:
-    """Stage the new mark; the caller merges ``STATE_TABLE`` with the data, before one commit."""
-    session.stage(STATE_TABLE, csv_chunks([(source, cursor_column, value)]))
+def set_high_water(session: WarehouseSession, source: str, cursor_column: str, value: str | None) -> None:
+    """Write the new mark in the session's transaction; the caller commits it with the data."""
+    session.upsert(STATE_TABLE, [(source, cursor_column, value)])

@@ -32,12 +32,10 @@ class SourceTableMissing(RuntimeError):
 @contextmanager
 def snapshot(entry: PostgresTable) -> Iterator[psycopg.Connection]:
     """A read-only, repeatable-read connection to the entry's source database."""
-    conn = connect(entry.conn_id)
+    conn = connect(entry.conn_id, application_name=f"ingestion:{entry.name}")
     try:
-        conn.commit()  # end the transaction the session SET opened, so the next one gets these settings
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        conn.execute("SELECT set_config('application_name', %s, false)", (f"ingestion:{entry.name}",))
         yield conn
     finally:
         conn.close()

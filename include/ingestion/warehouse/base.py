@@ -1,7 +1,7 @@
 """The one small interface every warehouse writer implements.
 
-A load is: make sure the raw tables exist (and have every source column) → open a session →
-stage every table's rows → merge them into ``raw`` by key → commit. Nothing a session does is
+A load is: open a session, which makes sure the raw tables exist (and have every source column)
+on its own connection → stage every table's rows → merge them into ``raw`` by key → commit. Nothing a session does is
 visible in ``raw`` before its commit, and the merges and the high-water mark commit together, so a
 failure anywhere leaves ``raw`` exactly as it was; a merge only touches rows whose data changed, so
 a rerun of the same rows changes nothing. Stage everything before the first merge (on Snowflake,
@@ -54,6 +54,11 @@ class WarehouseSession(ABC):
         """Upsert the staged rows into ``raw`` by key; rows inserted or actually changed."""
 
     @abstractmethod
+    def upsert(self, table: RawTable, rows: Sequence[Sequence[Any]]) -> int:
+        """Merge a few rows given as values (bookkeeping, such as a high-water mark) by key, without
+        staging: a temporary table per bookkeeping row would cost more than the rows of a small load."""
+
+    @abstractmethod
     def read(self, table: RawTable) -> list[dict[str, Any]]:
         """All rows of a small bookkeeping table (state, landed files), as committed or merged here."""
 
@@ -71,12 +76,13 @@ class Warehouse(ABC):
     source_copy_format: str = "csv"
 
     @abstractmethod
-    def ensure_tables(self, tables: Sequence[RawTable]) -> None:
-        """Create missing raw tables and add columns new in the source (committed on its own)."""
+    def session(self, batch_id: str, tables: Sequence[RawTable]) -> AbstractContextManager[WarehouseSession]:
+        """A session over ``tables``, which exist with every column on entry; it rolls back and closes
+        when the block raises or ends without commit.
 
-    @abstractmethod
-    def session(self, batch_id: str) -> AbstractContextManager[WarehouseSession]:
-        """A session that rolls back and closes when the block raises or ends without commit."""
+        Missing tables and columns are created first and committed on their own; one connection
+        serves both, because opening one (TLS/SCRAM, a server process) is most of a small load's cost.
+        """
 
 
 def staging_name(table: RawTable) -> str:

@@ -45,11 +45,14 @@ _COPY_FORMATS = {"csv": "csv", "binary": "binary"}
 _DDL_LOCK_KEY = 0x7261775F646466  # "raw_ddl"
 
 
-def connect(conn_id: str) -> psycopg.Connection:
-    """A psycopg 3 connection from an Airflow Connection, via the provider's hook."""
-    connection = PostgresHook(postgres_conn_id=conn_id).get_conn()
-    connection.execute("SET TimeZone = 'UTC'")
-    return connection
+def connect(conn_id: str, application_name: str = "ingestion") -> psycopg.Connection:
+    """A psycopg 3 connection from an Airflow Connection, via the provider's hook.
+
+    Session settings travel in the startup packet (``options``), not as statements: no round trip,
+    and no transaction is open when the connection is handed over.
+    """
+    options = f"-c TimeZone=UTC -c application_name={application_name}"
+    return PostgresHook(postgres_conn_id=conn_id, options=options).get_conn()
 
 
 class PostgresWarehouse(Warehouse):
@@ -59,21 +62,11 @@ class PostgresWarehouse(Warehouse):
     def __init__(self, conn_id: str = "warehouse_postgres") -> None:
         self.conn_id = conn_id
 
-    def ensure_tables(self, tables: Sequence[RawTable]) -> None:
-        with connect(self.conn_id) as conn:  # psycopg commits on a clean exit, then closes
-            if not _missing_columns(conn, tables):
-                return  # the usual run: one catalog query, no DDL, no lock
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-            if conn.execute("SELECT to_regnamespace(%s)", (RAW_SCHEMA,)).fetchone()[0] is None:
-                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(RAW_SCHEMA)))
-            for table in tables:
-                _ensure_table(conn, table)
-
     @contextmanager
-    def session(self, batch_id: str) -> Iterator[PostgresSession]:
+    def session(self, batch_id: str, tables: Sequence[RawTable]) -> Iterator[PostgresSession]:
         conn = connect(self.conn_id)
         try:
-            conn.commit()  # the connection's SET; the session's own transaction starts below
+            _ensure_tables(conn, tables)
             yield PostgresSession(conn, batch_id, datetime.now(UTC))
         finally:
             conn.close()  # an uncommitted transaction is rolled back by the server
@@ -122,10 +115,20 @@ class PostgresSession(WarehouseSession):
         else:
             deleted = self._delete_replaced(table, replace) if replace else 0
             with self._conn.cursor() as cursor:
-                cursor.execute(_merge_sql(table))
+                cursor.execute(_merge_sql(table, sql.SQL("SELECT {} FROM {}").format(
+                    _names(table.column_names), sql.Identifier(staging_name(table)))))
                 merged = cursor.rowcount
         log.info("raw.%s: %d rows merged, %d replaced rows removed", table.name, merged, deleted)
         return merged + deleted
+
+    def upsert(self, table: RawTable, rows: Sequence[Sequence[Any]]) -> int:
+        row = sql.SQL("({})").format(
+            sql.SQL(", ").join(sql.SQL("{}::{}").format(sql.Placeholder(), sql.SQL(c.type)) for c in table.columns)
+        )
+        values = sql.SQL("VALUES {}").format(sql.SQL(", ").join([row] * len(rows)))
+        with self._conn.cursor() as cursor:
+            cursor.execute(_merge_sql(table, values), [value for r in rows for value in r])
+            return cursor.rowcount
 
     def _raw_is_empty(self, table: RawTable) -> bool:
         """Lock out other writers (readers go on), then look: an empty table takes the COPY directly."""
@@ -157,8 +160,9 @@ class PostgresSession(WarehouseSession):
             return cursor.rowcount
 
 
-def _merge_sql(table: RawTable) -> sql.Composed:
-    """Insert new keys, update changed rows; the load columns take their defaults (this batch)."""
+def _merge_sql(table: RawTable, rows: sql.Composable) -> sql.Composed:
+    """Insert new keys of ``rows`` (a query of the data columns), update changed rows; the load
+    columns take their defaults (this batch)."""
     data = table.column_names
     non_key = [name for name in data if name not in table.key]
     if non_key:
@@ -171,13 +175,25 @@ def _merge_sql(table: RawTable) -> sql.Composed:
         )
     else:
         on_conflict = sql.SQL("DO NOTHING")
-    return sql.SQL("INSERT INTO {raw} AS r ({data}) SELECT {data} FROM {stage} ON CONFLICT ({key}) {on_conflict}").format(
+    return sql.SQL("INSERT INTO {raw} AS r ({data}) {rows} ON CONFLICT ({key}) {on_conflict}").format(
         raw=_raw(table),
         data=_names(data),
-        stage=sql.Identifier(staging_name(table)),
+        rows=rows,
         key=_names(table.key),
         on_conflict=on_conflict,
     )
+
+
+def _ensure_tables(conn: psycopg.Connection, tables: Sequence[RawTable]) -> None:
+    """Create missing raw tables and columns, committed on their own; the usual run is one catalog query."""
+    if not _missing_columns(conn, tables):
+        return  # the session's transaction goes on from this read-only query
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+    if conn.execute("SELECT to_regnamespace(%s)", (RAW_SCHEMA,)).fetchone()[0] is None:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(RAW_SCHEMA)))
+    for table in tables:
+        _ensure_table(conn, table)
+    conn.commit()
 
 
 def _missing_columns(conn: psycopg.Connection, tables: Sequence[RawTable]) -> set[tuple[str, str]]:

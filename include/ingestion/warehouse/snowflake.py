@@ -84,20 +84,14 @@ class SnowflakeWarehouse(Warehouse):
     def _connect(self) -> Any:
         return ProtocolAwareSnowflakeHook(snowflake_conn_id=self.conn_id).get_conn()
 
-    def ensure_tables(self, tables: Sequence[RawTable]) -> None:
+    @contextmanager
+    def session(self, batch_id: str, tables: Sequence[RawTable]) -> Iterator[SnowflakeSession]:
         conn = self._connect()
         try:
             cursor = conn.cursor()
-            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
+            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")  # DDL autocommits in Snowflake
             for table in tables:
                 _ensure_table(cursor, table)
-        finally:
-            conn.close()
-
-    @contextmanager
-    def session(self, batch_id: str) -> Iterator[SnowflakeSession]:
-        conn = self._connect()
-        try:
             with tempfile.TemporaryDirectory(prefix="snowflake-stage-") as spool:
                 session = SnowflakeSession(conn.cursor(), batch_id, datetime.now(UTC), Path(spool))
                 try:
@@ -141,16 +135,26 @@ class SnowflakeSession(WarehouseSession):
         return self._cursor.fetchone()[0]
 
     def merge(self, table: RawTable, replace: ReplaceScope | None = None) -> int:
+        return self._run_merge(table, _merge_statements(table, replace, staging_name(table)))
+
+    def _run_merge(self, table: RawTable, statements: list[str]) -> int:
         if not self._in_transaction:
             self._cursor.execute("BEGIN")
             self._in_transaction = True
         params = {"loaded_at": self.loaded_at.isoformat(), "batch_id": self.batch_id}
         changed = 0
-        for statement in _merge_statements(table, replace):
+        for statement in statements:
             self._cursor.execute(statement, params)
             changed += self._cursor.rowcount or 0
         log.info("raw.%s: %d rows merged", table.name, changed)
         return changed
+
+    def upsert(self, table: RawTable, rows: Sequence[Sequence[Any]]) -> int:
+        selects = (
+            "SELECT " + ", ".join(f"{_literal(v)} AS {_ident(c.name)}" for c, v in zip(table.columns, row, strict=True))
+            for row in rows
+        )
+        return self._run_merge(table, _merge_statements(table, None, "(" + " UNION ALL ".join(selects) + ")"))
 
     def read(self, table: RawTable) -> list[dict[str, Any]]:
         self._cursor.execute(f"SELECT * FROM {RAW_SCHEMA}.{table.name}")
@@ -194,10 +198,12 @@ class SnowflakeSession(WarehouseSession):
         return 1
 
 
-def _merge_statements(table: RawTable, replace: ReplaceScope | None) -> list[str]:
+def _merge_statements(table: RawTable, replace: ReplaceScope | None, rows: str) -> list[str]:
+    """Delete replaced rows, update changed ones, insert new keys, from ``rows`` (a staging table or a
+    subquery of VARCHAR columns named like the table's)."""
     raw, key = f"{RAW_SCHEMA}.{table.name}", [_ident(k) for k in table.key]
     typed = "(SELECT " + ", ".join(f"{_typed(c)} AS {_ident(c.name)}" for c in table.columns)
-    typed += f" FROM {staging_name(table)})"
+    typed += f" FROM {rows})"
     joined = " AND ".join(f"r.{k} = s.{k}" for k in key)
     non_key = [_ident(c.name) for c in table.columns if c.name not in table.key]
     load = "CAST(%(loaded_at)s AS TIMESTAMP_TZ), %(batch_id)s"
@@ -257,4 +263,5 @@ def _ident(name: str) -> str:
 
 
 def _literal(value: Any) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
+    """A SQL string literal for statements run with pyformat parameters (hence ``%%``)."""
+    return "NULL" if value is None else "'" + str(value).replace("'", "''").replace("%", "%%") + "'"
