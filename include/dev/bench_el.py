@@ -4,14 +4,15 @@
 a throwaway embedded PostgreSQL, generates the synthetic shop into a source database and moves the
 four OLTP tables into fresh warehouse databases with:
 
-- ``ours``    ``include.ingestion.pipeline.extract`` (full load, then an incremental one after a day
-              of changes), each in its own process so its peak RSS is the task's;
+- ``ours``    ``include.ingestion.pipeline.extract`` (full load, then an incremental one after each
+              of three days of changes), each in its own process so its peak RSS is the task's;
 - ``psql``    ``psql -c "COPY t TO STDOUT" | psql -c "COPY t FROM STDIN"`` into an identical table
               with its primary key: the physical limit of this machine;
 - ``pandas``  ``pandas.read_sql_table`` + ``DataFrame.to_sql`` (the naive pipeline);
 - ``dlt``     dlt's ``sql_database`` source, pyarrow backend, into the same PostgreSQL (installed only
               in ``.local/bench-venv`` from ``requirements-bench.txt``).
 
+Every method but dlt runs ``--trials`` times (default 3) and is summarised by its median trial.
 Prints one table and writes the numbers to ``bench-results/bench_el_<time>.json``. Not a test.
 """
 
@@ -222,14 +223,14 @@ class Bench:
                                  ("warehouse", ROLES["warehouse"], "wh_psql"), f"public.{table}", f"pipe.{table}")  # fmt: skip
         return Result(self.scale, "psql pipe", table, self.count(table), seconds, trial=trial)
 
-    def pandas(self, table: str) -> Result:
+    def pandas(self, table: str, trial: int = 1) -> Result:
         url = "postgresql+psycopg://{}:{}@{}:{}/{}"
         source = url.format("shop", ROLES["shop"], self.server.host, self.server.port, "source")
         warehouse = url.format("warehouse", ROLES["warehouse"], self.server.host, self.server.port, "wh_pandas")
         with psycopg.connect(self.dsn("wh_pandas", "warehouse")) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS naive")
         out = self._child([sys.executable, "-m", "include.dev.bench_el", "worker-pandas", table, source, warehouse], os.environ)
-        return Result(self.scale, "pandas", table, out["rows"], out["seconds"], out["peak_rss_mib"])
+        return Result(self.scale, "pandas", table, out["rows"], out["seconds"], out["peak_rss_mib"], trial=trial)
 
     def dlt(self, table: str) -> Result:
         url = "postgresql://{}:{}@{}:{}/{}"
@@ -260,8 +261,8 @@ def ensure_bench_venv() -> None:
 
 
 def run_scale(scale: str, methods: set[str], pandas_scales: set[str], trials: int) -> list[Result]:
-    """Every method on one freshly generated shop. The cheap ones (psql, ours) run ``trials`` times:
-    this machine's timings vary by a third from one run to the next, so one run proves little."""
+    """Every method on one freshly generated shop; all but dlt run ``trials`` times, summarised by
+    the median: this machine's timings vary by a third from one run to the next."""
     with tempfile.TemporaryDirectory(prefix=f"bench-el-{scale}-") as folder:
         bench = Bench(Path(folder), scale)
         bench.start()
@@ -278,10 +279,10 @@ def run_scale(scale: str, methods: set[str], pandas_scales: set[str], trials: in
                         results.append(_say(bench.psql(table, trial)))
                     if "ours" in methods:
                         results.append(_say(bench.ours(table, full=True, trial=trial)))
+                    if "pandas" in methods and scale in pandas_scales:
+                        results.append(_say(bench.pandas(table, trial)))
             for table in TABLES:
-                if "pandas" in methods and scale in pandas_scales:
-                    results.append(_say(bench.pandas(table)))
-                if "dlt" in methods:
+                if "dlt" in methods:  # once: minutes per run at large, and 7-8x behind ours
                     results.append(_say(bench.dlt(table)))
             if "ours" in methods:
                 for day in range(1, trials + 1):

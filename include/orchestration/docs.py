@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
-from include.orchestration.manifest import REPO_ROOT
+from include.orchestration.manifest import DBT_PROJECT_DIR, REPO_ROOT
 
 DOCS_SLUG = "ecommerce"
 DOCS_NAME = "E-commerce dbt docs"
@@ -28,14 +27,18 @@ def docs_projects_setting(docs_dir: Path = DOCS_DIR) -> str:
 
 
 def publish_docs(warehouse: str, docs_dir: Path = DOCS_DIR) -> Path:
-    """``dbt docs generate`` against ``warehouse``, then swap the files in as a whole."""
+    """``dbt docs generate`` against ``warehouse``, then swap the files in as a whole.
+
+    dbt writes into a target folder of its own per warehouse that outlives the run, so the next
+    generation re-parses only what changed (dbt's partial parsing keeps its state there).
+    """
     from include.orchestration.dbt_cli import run_dbt  # imports Cosmos: only where docs are built
 
-    with tempfile.TemporaryDirectory(prefix="dbt-docs-") as target:
-        run_dbt(["docs", "generate"], warehouse, target_path=Path(target))
-        docs_dir.mkdir(parents=True, exist_ok=True)
-        for name in DOCS_FILES:
-            staged = docs_dir / f".{name}.new"
-            shutil.copyfile(Path(target) / name, staged)
-            staged.replace(docs_dir / name)  # a reader sees the old file or the new one, never half
+    target = DBT_PROJECT_DIR / "target" / f"docs-{warehouse}"
+    run_dbt(["docs", "generate"], warehouse, target_path=target)
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    for name in DOCS_FILES:
+        staged = docs_dir / f".{name}.new"
+        shutil.copyfile(target / name, staged)
+        staged.replace(docs_dir / name)  # a reader sees the old file or the new one, never half
     return docs_dir

