@@ -78,11 +78,14 @@ class RunTiming:
         total = (_time(run["end_date"]) - begin).total_seconds()
         timeline = sorted(
             ({"task": ti["task_id"], "try": ti.get("try_number"),
-              **{k: round((_time(ti[f"{k}_date"]) - begin).total_seconds(), 2) for k in ("queued", "start", "end") if ti.get(f"{k}_date")}}
+              **{key: round((_time(ti[field]) - begin).total_seconds(), 2) for key, field in _TIMELINE_FIELDS if ti.get(field)}}
              for ti in instances),
             key=lambda t: t.get("start", 1e9),
         )  # fmt: skip
         return cls(label, round(total, 1), {k: round(v, 1) for k, v in stages.items()}, len(instances), timeline)
+
+
+_TIMELINE_FIELDS = (("queued", "queued_when"), ("start", "start_date"), ("end", "end_date"))
 
 
 def _time(value: str) -> datetime:

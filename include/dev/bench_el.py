@@ -5,7 +5,7 @@ a throwaway embedded PostgreSQL, generates the synthetic shop into a source data
 four OLTP tables into fresh warehouse databases with:
 
 - ``ours``    ``include.ingestion.pipeline.extract`` (full load, then an incremental one after each
-              of three days of changes), each in its own process so its peak RSS is the task's;
+              of ``--trials`` days of changes), each in its own process so its peak RSS is the task's;
 - ``psql``    ``psql -c "COPY t TO STDOUT" | psql -c "COPY t FROM STDIN"`` into an identical table
               with its primary key: the physical limit of this machine;
 - ``pandas``  ``pandas.read_sql_table`` + ``DataFrame.to_sql`` (the naive pipeline);

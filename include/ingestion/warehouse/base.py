@@ -1,8 +1,8 @@
 """The one small interface every warehouse writer implements.
 
-A load is: open a session, which makes sure the raw tables exist (and have every source column)
-on its own connection → stage every table's rows → merge them into ``raw`` by key → commit. Nothing a session does is
-visible in ``raw`` before its commit, and the merges and the high-water mark commit together, so a
+A load is: open a session (which first makes sure the raw tables exist and have every source
+column) → stage every table's rows → merge them into ``raw`` by key → commit. Nothing a session
+does is visible in ``raw`` before its commit, and the merges and the high-water mark commit together, so a
 failure anywhere leaves ``raw`` exactly as it was; a merge only touches rows whose data changed, so
 a rerun of the same rows changes nothing. Stage everything before the first merge (on Snowflake,
 staging is DDL, which would commit an open transaction).

@@ -97,9 +97,8 @@ class PostgresSession(WarehouseSession):
                 self._conn.execute(
                     sql.SQL("CREATE TEMPORARY TABLE {} ({})").format(sql.Identifier(staging_name(table)), columns)
                 )
-        target = _raw(table) if self._direct[table.name] else sql.Identifier(staging_name(table))
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
-            target, _names(table.column_names), sql.SQL(_COPY_FORMATS[copy_format])
+            self._staged(table), _names(table.column_names), sql.SQL(_COPY_FORMATS[copy_format])
         )
         with self._conn.cursor() as cursor:
             with cursor.copy(copy_sql) as copy:
@@ -110,17 +109,21 @@ class PostgresSession(WarehouseSession):
         return rows
 
     def staged_max(self, table: RawTable, column: str) -> Any:
-        source = _raw(table) if self._direct[table.name] else sql.Identifier(staging_name(table))
-        return self._conn.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), source)).fetchone()[0]
+        query = sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), self._staged(table))
+        return self._conn.execute(query).fetchone()[0]
+
+    def _staged(self, table: RawTable) -> sql.Identifier:
+        """Where ``table``'s rows were staged: its temporary table, or raw itself on a first load."""
+        return _raw(table) if self._direct[table.name] else sql.Identifier(staging_name(table))
 
     def merge(self, table: RawTable, replace: ReplaceScope | None = None) -> int:
         if self._direct[table.name]:
             merged, deleted = self._staged_rows[table.name], 0
         else:
             deleted = self._delete_replaced(table, replace) if replace else 0
+            staged = sql.SQL("SELECT {} FROM {}").format(_names(table.column_names), self._staged(table))
             with self._conn.cursor() as cursor:
-                cursor.execute(_merge_sql(table, sql.SQL("SELECT {} FROM {}").format(
-                    _names(table.column_names), sql.Identifier(staging_name(table)))))
+                cursor.execute(_merge_sql(table, staged))
                 merged = cursor.rowcount
         log.info("raw.%s: %d rows merged, %d replaced rows removed", table.name, merged, deleted)
         return merged + deleted
