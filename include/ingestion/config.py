@@ -8,6 +8,7 @@ frozen dataclasses so nothing downstream can drift from what was validated.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import MISSING, dataclass, fields
 from enum import Enum
@@ -83,11 +84,22 @@ _KINDS: dict[str, type[SourceEntry]] = {cls.kind: cls for cls in (PostgresTable,
 
 
 def load_source_config(path: Path = SOURCES_FILE) -> tuple[SourceConfig, ...]:
-    """Every entry of ``sources.yml``, validated; raises :class:`ConfigError` on the first problem."""
+    """Every entry of ``sources.yml``, validated; raises :class:`ConfigError` on the first problem.
+
+    Parsed once per content of the file: a task process has parsed its DAG file, which read it,
+    before the task asks for its entry.
+    """
     try:
-        document = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+        text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the sources file ({exc.strerror}).") from exc
+    return _parse(path, text)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(path: Path, text: str) -> tuple[SourceConfig, ...]:
+    try:
+        document = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc}). Fix the syntax at the position shown.") from exc
     if not isinstance(document, dict) or not isinstance(document.get("sources"), list):

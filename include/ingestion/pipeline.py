@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from include.ingestion.config import (
     SOURCES_FILE,
@@ -104,6 +107,19 @@ def extract(
     return report
 
 
+@contextmanager
+def _opened_meanwhile(connect: Callable[[], Any]) -> Iterator[Future[Any]]:
+    """``connect()`` runs on a helper thread while the block goes on; the connection is closed on
+    the way out (a session that took it has closed it already: closing twice is harmless)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="connect") as helper:
+        opening = helper.submit(connect)
+        try:
+            yield opening
+        finally:
+            if opening.exception() is None:  # waits for it; a failed connect has nothing to close
+                opening.result().close()
+
+
 def _is_full(entry: SourceConfig, run: _Run, previous: str | None) -> bool:
     return run.full_refresh or entry.mode is LoadMode.FULL or previous is None
 
@@ -119,9 +135,11 @@ def _merge_with_mark(session: WarehouseSession, table: RawTable, source: str, cu
 def _load_postgres(entry: PostgresTable, run: _Run) -> LoadReport:
     from include.ingestion.sources import postgres as source
 
-    with source.snapshot(entry) as conn:
+    # Opening a connection (a server process, SCRAM) is most of a small load's time: the warehouse's
+    # is opened on a helper thread while the source is connected and described.
+    with _opened_meanwhile(run.warehouse.connect) as warehouse_conn, source.snapshot(entry) as conn:
         table = source.describe(conn, entry)
-        with run.warehouse.session(run.batch_id, [STATE_TABLE, table]) as session:
+        with run.warehouse.session(run.batch_id, [STATE_TABLE, table], warehouse_conn.result()) as session:
             previous = high_water(session, entry.name)
             full = _is_full(entry, run, previous)
             since = None if full else datetime.fromisoformat(previous) - timedelta(seconds=entry.overlap_seconds)

@@ -144,6 +144,10 @@ def test_column_added_in_source_appears_in_raw(shop: Shop) -> None:
     report = extract("customers", batch_id="b2")
     assert report.rows_merged == 3
     assert_raw_equals_source(shop, "customers", "customer_id")
+    # The new column was committed on its own before the data: the batch still labels the rows.
+    batches = {key: batch for key, _, batch in load_columns(shop, "customers", "customer_id")}
+    assert {key for key, batch in batches.items() if batch == "b2"} == {1, 2, 3}
+    assert set(batches.values()) == {"b1", "b2"}
 
 
 def test_source_outage_mid_load_leaves_raw_unchanged_and_the_retry_succeeds(shop: Shop) -> None:

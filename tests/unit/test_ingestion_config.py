@@ -106,3 +106,13 @@ def test_broken_yaml_and_wrong_shape(tmp_path: Path) -> None:
 def test_unknown_source_name_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no source named 'ordres'. Known sources: orders"):
         source_entry("ordres", write(tmp_path, VALID))
+
+
+def test_the_file_is_parsed_once_per_content(tmp_path: Path) -> None:
+    """A task process reads its entry after its DAG file read the whole file: the parse is reused,
+    and an edit is seen at once."""
+    path = write(tmp_path, VALID)
+    first = load_source_config(path)
+    assert load_source_config(path) is first
+    path.write_text(VALID.replace("mode: incremental", "mode: full"))
+    assert load_source_config(path)[0].mode is LoadMode.FULL

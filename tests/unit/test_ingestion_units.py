@@ -1,4 +1,4 @@
-"""Pure pieces of include.ingestion: CSV encoding, type mapping, retry backoff."""
+"""Pure pieces of include.ingestion: CSV encoding, type mapping, retry backoff, connecting meanwhile."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from include.ingestion.pipeline import _opened_meanwhile
 from include.ingestion.sources.stripe import RetryPolicy
 from include.ingestion.tables import Column, RawTable, csv_chunks
 from include.ingestion.warehouse.snowflake import snowflake_type
@@ -63,3 +64,28 @@ def test_backoff_honours_retry_after_and_otherwise_grows_with_jitter() -> None:
     for attempt, ceiling in ((1, 1), (2, 2), (3, 4), (6, 8)):
         delay = policy.backoff(attempt, retry_after=None)
         assert ceiling / 2 <= delay <= ceiling
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def test_a_connection_opened_meanwhile_is_closed_when_the_load_fails_before_using_it() -> None:
+    connection = _Connection()
+    with pytest.raises(RuntimeError, match="source refused"):
+        with _opened_meanwhile(lambda: connection):
+            raise RuntimeError("source refused")
+    assert connection.closes == 1
+
+
+def test_a_failed_connect_meanwhile_is_raised_where_the_connection_is_taken() -> None:
+    def refuse() -> _Connection:
+        raise ConnectionRefusedError("warehouse refused")
+
+    with pytest.raises(ConnectionRefusedError, match="warehouse refused"):
+        with _opened_meanwhile(refuse) as opening:
+            opening.result()

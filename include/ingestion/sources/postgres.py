@@ -43,17 +43,19 @@ def snapshot(entry: PostgresTable) -> Iterator[psycopg.Connection]:
 
 def describe(conn: psycopg.Connection, entry: PostgresTable) -> RawTable:
     """The raw table mirroring the source table: same column names and types, the entry's key."""
-    rows = conn.execute(
-        """
-        SELECT a.attname, format_type(a.atttypid, a.atttypmod)
-        FROM pg_attribute a
-        JOIN pg_class c ON c.oid = a.attrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY a.attnum
-        """,
-        (entry.schema, entry.table),
-    ).fetchall()
+    with conn.pipeline():  # BEGIN travels with the query: one round trip, not two
+        described = conn.execute(
+            """
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+            FROM pg_attribute a
+            JOIN pg_class c ON c.oid = a.attrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attnum
+            """,
+            (entry.schema, entry.table),
+        )
+    rows = described.fetchall()
     if not rows:
         raise SourceTableMissing(
             f"source '{entry.name}': table {entry.schema}.{entry.table} not found through connection "

@@ -76,12 +76,20 @@ class Warehouse(ABC):
     source_copy_format: str = "csv"
 
     @abstractmethod
-    def session(self, batch_id: str, tables: Sequence[RawTable]) -> AbstractContextManager[WarehouseSession]:
+    def connect(self) -> Any:
+        """A new DB-API connection on the warehouse's Connection (closing it twice is harmless)."""
+
+    @abstractmethod
+    def session(
+        self, batch_id: str, tables: Sequence[RawTable], connection: Any = None
+    ) -> AbstractContextManager[WarehouseSession]:
         """A session over ``tables``, which exist with every column on entry; it rolls back and closes
         when the block raises or ends without commit.
 
         Missing tables and columns are created first and committed on their own; one connection
         serves both, because opening one (TLS/SCRAM, a server process) is most of a small load's cost.
+        ``connection`` (from :meth:`connect`, which a loader may call on a helper thread while it reads
+        the source) is used instead of a new one; the session closes it either way.
         """
 
 

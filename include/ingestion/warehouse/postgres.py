@@ -8,8 +8,8 @@ writes nothing. Staging and merges share the session's single transaction.
 When the raw table is empty (a first load), merging would only copy every staged row a second
 time, so the rows are copied straight into the raw table instead, under a lock, in the same
 transaction: half the work for the load that moves the most rows. The load columns default to the
-session's batch (the transaction's start time and the ``ingestion.batch_id`` transaction setting),
-which is what lets COPY fill them.
+session's batch (the transaction's start time and the connection's ``ingestion.batch_id``
+setting), which is what lets COPY fill them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -34,7 +35,7 @@ from include.ingestion.warehouse.base import (
 
 log = logging.getLogger(__name__)
 
-# The load columns' defaults: the writing session's batch, set per transaction by PostgresSession.
+# The load columns' defaults: the writing session's batch, set on its connection by _start.
 # transaction_timestamp(), not a setting cast to timestamptz: parsing a timestamp per row made a
 # COPY into raw ~50% slower (0.82 s vs 0.55 s for 300k rows, measured).
 _LOAD_DEFAULTS = {
@@ -63,25 +64,22 @@ class PostgresWarehouse(Warehouse):
     def __init__(self, conn_id: str = "warehouse_postgres") -> None:
         self.conn_id = conn_id
 
+    def connect(self) -> psycopg.Connection:
+        return connect(self.conn_id)
+
     @contextmanager
-    def session(self, batch_id: str, tables: Sequence[RawTable]) -> Iterator[PostgresSession]:
-        conn = connect(self.conn_id)
+    def session(
+        self, batch_id: str, tables: Sequence[RawTable], connection: psycopg.Connection | None = None
+    ) -> Iterator[PostgresSession]:
+        conn = connection or self.connect()
         try:
-            _ensure_tables(conn, tables)
-            yield PostgresSession(conn, batch_id)
+            yield PostgresSession(conn, batch_id, _start(conn, batch_id, tables))
         finally:
             conn.close()  # an uncommitted transaction is rolled back by the server
 
 
 class PostgresSession(WarehouseSession):
-    def __init__(self, conn: psycopg.Connection, batch_id: str) -> None:
-        # ingestion.loaded_at: the default of raw tables created before _loaded_at defaulted to
-        # transaction_timestamp(); the same value, so both kinds of table agree.
-        *_, loaded_at = conn.execute(
-            "SELECT set_config('ingestion.batch_id', %s, true),"
-            " set_config('ingestion.loaded_at', transaction_timestamp()::text, true), transaction_timestamp()",
-            (batch_id,),
-        ).fetchone()
+    def __init__(self, conn: psycopg.Connection, batch_id: str, loaded_at: datetime) -> None:
         super().__init__(batch_id, loaded_at)
         self._conn = conn
         self._direct: dict[str, bool] = {}  # table → staged straight into raw (it was empty)
@@ -89,14 +87,7 @@ class PostgresSession(WarehouseSession):
 
     def stage(self, table: RawTable, chunks: Iterable[bytes], copy_format: str = "csv") -> int:
         if table.name not in self._direct:
-            self._direct[table.name] = self._raw_is_empty(table)
-            if not self._direct[table.name]:
-                columns = sql.SQL(", ").join(
-                    sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns
-                )
-                self._conn.execute(
-                    sql.SQL("CREATE TEMPORARY TABLE {} ({})").format(sql.Identifier(staging_name(table)), columns)
-                )
+            self._direct[table.name] = self._prepare_staging(table)
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
             self._staged(table), _names(table.column_names), sql.SQL(_COPY_FORMATS[copy_format])
         )
@@ -137,10 +128,22 @@ class PostgresSession(WarehouseSession):
             cursor.execute(_merge_sql(table, values), [value for r in rows for value in r])
             return cursor.rowcount
 
-    def _raw_is_empty(self, table: RawTable) -> bool:
-        """Lock out other writers (readers go on), then look: an empty table takes the COPY directly."""
+    def _prepare_staging(self, table: RawTable) -> bool:
+        """True when the raw table is empty and takes the COPY directly: then other writers are
+        locked out (readers go on) and it is looked at again. A table with rows needs no lock: its
+        rows go to a temporary table, created in the same round trip as the first look."""
+        columns = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns
+        )
+        create = sql.SQL("CREATE TEMPORARY TABLE {} ({})").format(sql.Identifier(staging_name(table)), columns)
+        has_rows = sql.SQL("SELECT EXISTS (SELECT FROM {})").format(_raw(table))
+        with self._conn.pipeline():
+            self._conn.execute(create)
+            looked = self._conn.execute(has_rows)
+        if looked.fetchone()[0]:
+            return False
         self._conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(_raw(table)))
-        return not self._conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(_raw(table))).fetchone()[0]
+        return not self._conn.execute(has_rows).fetchone()[0]
 
     def read(self, table: RawTable) -> list[dict[str, Any]]:
         with self._conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
@@ -191,30 +194,44 @@ def _merge_sql(table: RawTable, rows: sql.Composable) -> sql.Composed:
     )
 
 
-def _ensure_tables(conn: psycopg.Connection, tables: Sequence[RawTable]) -> None:
-    """Create missing raw tables and columns, committed on their own; the usual run is one catalog query."""
-    if not _missing_columns(conn, tables):
-        return  # the session's transaction goes on from this read-only query
+def _start(conn: psycopg.Connection, batch_id: str, tables: Sequence[RawTable]) -> datetime:
+    """Set the session's batch and complete the raw tables; the usual run is one round trip.
+
+    The batch settings are the connection's (one connection serves one batch), not the
+    transaction's, so a commit of missing tables keeps them. Returns the load's start time.
+    ``ingestion.loaded_at`` is the default of raw tables created before ``_loaded_at`` defaulted to
+    ``transaction_timestamp()``: the same value unless tables were just completed.
+    """
+    with conn.pipeline():
+        # pg_catalog, not information_schema.columns (tens of milliseconds); IN with a placeholder
+        # per name, not = ANY(list): a list parameter costs each task process a regex compile.
+        present = conn.execute(
+            sql.SQL(
+                "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname IN ({}) AND a.attnum > 0 AND NOT a.attisdropped"
+            ).format(sql.SQL(", ").join([sql.Placeholder()] * len(tables))),
+            (RAW_SCHEMA, *(t.name for t in tables)),
+        )
+        batch = conn.execute(
+            "SELECT set_config('ingestion.batch_id', %s, false),"
+            " set_config('ingestion.loaded_at', transaction_timestamp()::text, false), transaction_timestamp()",
+            (batch_id,),
+        )
+    wanted = {(t.name, c.name) for t in tables for c in (*t.columns, *LOAD_COLUMNS)}
+    if wanted - {tuple(row) for row in present.fetchall()}:
+        _complete_tables(conn, tables)
+    return batch.fetchone()[-1]
+
+
+def _complete_tables(conn: psycopg.Connection, tables: Sequence[RawTable]) -> None:
+    """Create missing raw tables and columns, committed on their own."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
     if conn.execute("SELECT to_regnamespace(%s)", (RAW_SCHEMA,)).fetchone()[0] is None:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(RAW_SCHEMA)))
     for table in tables:
         _ensure_table(conn, table)
     conn.commit()
-
-
-def _missing_columns(conn: psycopg.Connection, tables: Sequence[RawTable]) -> set[tuple[str, str]]:
-    """(table, column) pairs the raw tables lack, including whole missing tables."""
-    wanted = {(t.name, c.name) for t in tables for c in (*t.columns, *LOAD_COLUMNS)}
-    # pg_catalog, not information_schema.columns: the latter costs tens of milliseconds per call,
-    # which dominated small incremental loads.
-    present = conn.execute(
-        "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped",
-        (RAW_SCHEMA, [t.name for t in tables]),
-    ).fetchall()
-    return wanted - {tuple(row) for row in present}
 
 
 def _ensure_table(conn: psycopg.Connection, table: RawTable) -> None:

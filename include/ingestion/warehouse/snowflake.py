@@ -81,12 +81,12 @@ class SnowflakeWarehouse(Warehouse):
     def __init__(self, conn_id: str = "warehouse_snowflake") -> None:
         self.conn_id = conn_id
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
         return ProtocolAwareSnowflakeHook(snowflake_conn_id=self.conn_id).get_conn()
 
     @contextmanager
-    def session(self, batch_id: str, tables: Sequence[RawTable]) -> Iterator[SnowflakeSession]:
-        conn = self._connect()
+    def session(self, batch_id: str, tables: Sequence[RawTable], connection: Any = None) -> Iterator[SnowflakeSession]:
+        conn = connection or self.connect()
         try:
             cursor = conn.cursor()
             cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")  # DDL autocommits in Snowflake
