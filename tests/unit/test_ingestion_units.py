@@ -82,10 +82,13 @@ def test_a_connection_opened_meanwhile_is_closed_when_the_load_fails_before_usin
     assert connection.closes == 1
 
 
-def test_a_failed_connect_meanwhile_is_raised_where_the_connection_is_taken() -> None:
+def test_a_failed_connect_meanwhile_does_not_hide_the_loads_own_error() -> None:
+    """The block failed first (say, the source refused): its error is the one raised, and the
+    helper's failure to connect is not raised over it on the way out."""
+
     def refuse() -> _Connection:
         raise ConnectionRefusedError("warehouse refused")
 
-    with pytest.raises(ConnectionRefusedError, match="warehouse refused"):
-        with _opened_meanwhile(refuse) as opening:
-            opening.result()
+    with pytest.raises(RuntimeError, match="source refused"):
+        with _opened_meanwhile(refuse):
+            raise RuntimeError("source refused")
