@@ -6,6 +6,8 @@ four OLTP tables into fresh warehouse databases with:
 
 - ``ours``    ``include.ingestion.pipeline.extract`` (full load, then an incremental one after each
               of ``--trials`` days of changes), each in its own process so its peak RSS is the task's;
+              after each incremental load the same process set-up times only opening and closing
+              the load's two connections, as the load opens them: the floor of an incremental load;
 - ``psql``    ``psql -c "COPY t TO STDOUT" | psql -c "COPY t FROM STDIN"`` into an identical table
               with its primary key: the physical limit of this machine;
 - ``pandas``  ``pandas.read_sql_table`` + ``DataFrame.to_sql`` (the naive pipeline);
@@ -40,6 +42,7 @@ BENCH_VENV = REPO_ROOT / ".local" / "bench-venv"
 RESULTS = REPO_ROOT / "bench-results"
 SEED = 42
 ROLES = {"shop": "bench-shop-pw", "warehouse": "bench-warehouse-pw"}
+CONNECTIONS = "connections only"  # the method name of an incremental load's floor
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Result:
 
 
 # ---------------------------------------------------------------------------------------- workers
-def worker_ours(table: str, full: bool) -> dict:
+def worker_ours(table: str, full: bool, connections_only: bool = False) -> dict:
     """Runs in a child process: import first (a worker has Airflow loaded), then time one extract.
 
     The warm-up does what any Airflow task process has done by the time it extracts: it resolved
@@ -77,10 +80,25 @@ def worker_ours(table: str, full: bool) -> dict:
         BaseHook.get_connection(conn_id)
     load_source_config()
 
+    if connections_only:
+        return {"rows": 0, "read": 0, "seconds": _time_connections(table), "peak_rss_mib": peak_rss_mib()}
     started = time.perf_counter()
     report = extract(table, full_refresh=full, batch_id=f"bench-{table}-{'full' if full else 'incr'}")
     seconds = time.perf_counter() - started
     return {"rows": report.rows_merged, "read": report.rows_read, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+
+
+def _time_connections(table: str) -> float:
+    """Seconds to open and close the source and warehouse connections the way a load does (the
+    warehouse's on a helper thread while the source's opens): what no incremental load can go below."""
+    from include.ingestion.config import source_entry
+    from include.ingestion.pipeline import _postgres_connections, warehouse_for
+
+    entry, warehouse = source_entry(table), warehouse_for("postgres")
+    started = time.perf_counter()
+    with _postgres_connections(entry, warehouse) as (_, warehouse_conn):
+        warehouse_conn.result()
+    return time.perf_counter() - started
 
 
 def worker_pandas(table: str, source_url: str, warehouse_url: str) -> dict:
@@ -220,6 +238,12 @@ class Bench:
         method = "ours" if full else "ours incremental"
         return Result(self.scale, method, table, out["rows"], out["seconds"], out["peak_rss_mib"], f"read {out['read']}", trial)
 
+    def connections(self, table: str, trial: int = 1) -> Result:
+        """An incremental load's floor: its two connections opened and closed, nothing else."""
+        out = self._child([sys.executable, "-m", "include.dev.bench_el", "worker-ours", table, "--connections-only"],
+                          self.env("wh_ours"))  # fmt: skip
+        return Result(self.scale, CONNECTIONS, table, 0, out["seconds"], out["peak_rss_mib"], trial=trial)
+
     def psql(self, table: str, trial: int = 1) -> Result:
         create_like(self.dsn("source", "shop"), self.dsn("wh_psql", "warehouse"), table, "pipe")
         seconds = psql_copy_pipe(self.server.host, self.server.port, ("shop", ROLES["shop"], "source"),
@@ -293,6 +317,7 @@ def run_scale(scale: str, methods: set[str], pandas_scales: set[str], trials: in
                     bench.settle()
                     for table in TABLES:
                         results.append(_say(bench.ours(table, full=False, trial=day)))
+                        results.append(_say(bench.connections(table, trial=day)))
             return results
         finally:
             bench.server.stop()
@@ -329,6 +354,10 @@ def summarise(results: list[Result]) -> str:
             if "ours incremental" in totals:
                 share = totals["ours incremental"][1] / ours[1]
                 lines.append(f"{scale:7} incremental took {share * 100:.1f}% of the full load, merged {totals['ours incremental'][0]:,} rows")
+            if CONNECTIONS in totals:
+                floor = totals[CONNECTIONS][1]
+                lines.append(f"{scale:7} of which opening the {len(TABLES)} loads' connections alone: {floor:.2f}s = "
+                             f"{floor / ours[1] * 100:.1f}% of the full load ({floor / len(TABLES) * 1000:.0f} ms per table)")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -338,6 +367,7 @@ def main() -> None:
     ours = sub.add_parser("worker-ours")
     ours.add_argument("table")
     ours.add_argument("--incremental", action="store_true")
+    ours.add_argument("--connections-only", action="store_true")
     pandas = sub.add_parser("worker-pandas")
     pandas.add_argument("table")
     pandas.add_argument("source_url")
@@ -349,7 +379,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.command == "worker-ours":
-        print(json.dumps(worker_ours(args.table, full=not args.incremental)))
+        print(json.dumps(worker_ours(args.table, full=not args.incremental, connections_only=args.connections_only)))
         return
     if args.command == "worker-pandas":
         print(json.dumps(worker_pandas(args.table, args.source_url, args.warehouse_url)))

@@ -132,12 +132,20 @@ def _merge_with_mark(session: WarehouseSession, table: RawTable, source: str, cu
     return merged
 
 
+@contextmanager
+def _postgres_connections(entry: PostgresTable, warehouse: Warehouse) -> Iterator[tuple[Any, Future[Any]]]:
+    """The source's snapshot connection, and the warehouse's being opened meanwhile on a helper
+    thread: opening a connection (a server process, SCRAM) is most of a small load's time."""
+    from include.ingestion.sources import postgres as source
+
+    with _opened_meanwhile(warehouse.connect) as warehouse_conn, source.snapshot(entry) as conn:
+        yield conn, warehouse_conn
+
+
 def _load_postgres(entry: PostgresTable, run: _Run) -> LoadReport:
     from include.ingestion.sources import postgres as source
 
-    # Opening a connection (a server process, SCRAM) is most of a small load's time: the warehouse's
-    # is opened on a helper thread while the source is connected and described.
-    with _opened_meanwhile(run.warehouse.connect) as warehouse_conn, source.snapshot(entry) as conn:
+    with _postgres_connections(entry, run.warehouse) as (conn, warehouse_conn):
         table = source.describe(conn, entry)
         with run.warehouse.session(run.batch_id, [STATE_TABLE, table], warehouse_conn.result()) as session:
             previous = high_water(session, entry.name)
