@@ -1,6 +1,6 @@
 """The data contract's marts computed in plain Python over the `raw` tables — an independent oracle.
 
-Written from ../../shared/CONTRACT.md alone (no SQL, nothing shared with the dbt project), so the
+Written from docs/contract.md alone (no SQL, nothing shared with the dbt project), so the
 dbt marts can be compared with it row for row, cents exact. Money is ``Decimal``; dates are UTC.
 """
 

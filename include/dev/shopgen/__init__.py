@@ -1,6 +1,6 @@
 """The synthetic shop: the contract's source tables, the Stripe charges and the marketing files.
 
-``generate`` fills an empty source database (``public`` schema of ../shared/CONTRACT.md), the
+``generate`` fills an empty source database (``public`` schema of docs/contract.md), the
 charge store the Stripe stub serves, and the landing folder, deterministically from a seed.
 ``apply_changes`` then plays days of business on top — new orders, status changes with bumped
 ``updated_at``, late refunds, a new spend file and a corrected re-delivery — so incremental loads

@@ -1,4 +1,4 @@
-"""The shop's OLTP schema exactly as ../shared/CONTRACT.md fixes it, and bulk loading into it."""
+"""The shop's OLTP schema exactly as docs/contract.md fixes it, and bulk loading into it."""
 
 from __future__ import annotations
 

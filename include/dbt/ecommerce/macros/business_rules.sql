@@ -1,6 +1,6 @@
 {#
   The data contract's definitions, each written once and used by every model that needs it
-  (../../../../shared/CONTRACT.md, "Definitions used below").
+  (docs/contract.md at the repository's root, "Definitions").
 #}
 
 {# An order is *counted* when its status <> 'cancelled'. #}

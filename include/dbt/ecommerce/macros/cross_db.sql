@@ -4,7 +4,7 @@
 
   fakesnow (the local Snowflake, DuckDB underneath) is a Snowflake for these macros too: the
   Snowflake spellings below were chosen among the equivalent ones because fakesnow translates
-  them correctly (see tests/dbt/README.md for the features it lacks).
+  them correctly (tests/dbt/test_dbt_snowflake.py builds every model on it).
 #}
 
 {# Text at a JSON path of a JSON column: `jsonb` on Postgres, `VARIANT` on Snowflake.
