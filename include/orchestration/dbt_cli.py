@@ -12,10 +12,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable
+from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, project_names
 from include.orchestration.profiles import warehouse_profile_mapping
 
-PROFILE_NAME = "ecommerce"
 TARGET_NAME = "warehouse"
 
 
@@ -35,7 +34,7 @@ def run_dbt(
     mapping = warehouse_profile_mapping(warehouse)
     target_path = target_path or project_dir / "target" / "cli"
     with tempfile.TemporaryDirectory(prefix="dbt-profile-") as profiles_dir:
-        Path(profiles_dir, "profiles.yml").write_text(mapping.get_profile_file_contents(PROFILE_NAME, TARGET_NAME))
+        Path(profiles_dir, "profiles.yml").write_text(mapping.get_profile_file_contents(project_names(project_dir).profile, TARGET_NAME))
         command = [str(dbt_executable()), *args, "--project-dir", str(project_dir), "--profiles-dir", profiles_dir,
                    "--target-path", str(target_path)]  # fmt: skip
         env = {**os.environ, **mapping.env_vars, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}

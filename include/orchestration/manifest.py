@@ -14,12 +14,16 @@ through Cosmos profile mappings.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO_ROOT / "include" / "dbt" / "ecommerce"
@@ -33,8 +37,9 @@ DBT_VENV_PATHS = (REPO_ROOT / ".venv-dbt", Path("/usr/local/airflow/dbt_venv"))
 PROJECT_FILE_SUFFIXES = {".sql", ".yml", ".yaml", ".csv", ".md", ".py"}
 PROJECT_SKIP_DIRS = {"target", "logs", "dbt_packages"}
 
+# Rendered with the project's own profile name (``dbt_project.yml``'s ``profile``).
 PARSE_PROFILE = """\
-ecommerce:
+{profile}:
   target: parse
   outputs:
     parse:
@@ -51,6 +56,27 @@ ecommerce:
 
 class ManifestError(RuntimeError):
     """The manifest is missing or was built from other project files than the ones on disk."""
+
+
+@dataclass(frozen=True)
+class DbtProjectNames:
+    """What Cosmos and the profile need to know of a dbt project, read from its ``dbt_project.yml``
+    so that another team's project needs no constant changed here."""
+
+    name: str  # dbt_project.yml ``name``
+    profile: str  # dbt_project.yml ``profile`` (dbt's default: the project's name)
+
+
+@functools.cache
+def project_names(project_dir: Path = DBT_PROJECT_DIR) -> DbtProjectNames:
+    project_file = project_dir / "dbt_project.yml"
+    try:
+        declared = yaml.safe_load(project_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ManifestError(f"cannot read the dbt project's {project_file}: {error}") from error
+    if not isinstance(declared.get("name"), str):
+        raise ManifestError(f"{project_file} has no `name:`; dbt needs it, and so does the DAG that renders it.")
+    return DbtProjectNames(declared["name"], declared.get("profile") or declared["name"])
 
 
 def dbt_executable() -> Path:
@@ -100,7 +126,8 @@ def build_manifest(project_dir: Path = DBT_PROJECT_DIR) -> Path:
     """Run ``dbt parse`` (no warehouse needed) and record the fingerprint of what it parsed."""
     fingerprint = project_fingerprint(project_dir)
     with tempfile.TemporaryDirectory(prefix="dbt-parse-profile-") as profiles_dir:
-        Path(profiles_dir, "profiles.yml").write_text(PARSE_PROFILE)
+        parse_profile = PARSE_PROFILE.format(profile=project_names(project_dir).profile)
+        Path(profiles_dir, "profiles.yml").write_text(parse_profile)
         env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "false"}
         result = subprocess.run(
             [str(dbt_executable()), "parse", "--project-dir", str(project_dir), "--profiles-dir", profiles_dir],

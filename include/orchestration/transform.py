@@ -23,11 +23,10 @@ from airflow.sdk import Asset
 from cosmos import DbtDag, DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
 
-from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, require_manifest
+from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, project_names, require_manifest
 from include.orchestration.policies import task_policy
 from include.orchestration.profiles import RunWarehouseProfileMapping
 
-PROJECT_NAME = "ecommerce"
 TRANSFORM_GROUP_ID = "transform"
 MARTS = ("fct_orders", "dim_customers", "fct_daily_revenue", "fct_marketing_performance")
 # Warehouse-independent names for the marts: a run on either warehouse updates the same Asset.
@@ -61,14 +60,19 @@ def project_config(project_dir: Path = DBT_PROJECT_DIR) -> ProjectConfig:
     return ProjectConfig(
         dbt_project_path=project_dir,
         manifest_path=require_manifest(project_dir),
-        project_name=PROJECT_NAME,
+        project_name=project_names(project_dir).name,
         install_dbt_deps=False,  # no packages: dbt Hub is out of reach, macros are in the project
         partial_parse=True,
     )
 
 
-def profile_config() -> ProfileConfig:
-    return ProfileConfig(profile_name=PROJECT_NAME, target_name="warehouse", profile_mapping=RunWarehouseProfileMapping())
+def profile_config(project_dir: Path = DBT_PROJECT_DIR) -> ProfileConfig:
+    """The run's warehouse Connection as the profile the dbt project names (``profile:``)."""
+    return ProfileConfig(
+        profile_name=project_names(project_dir).profile,
+        target_name="warehouse",
+        profile_mapping=RunWarehouseProfileMapping(),
+    )
 
 
 def render_config(settings: TransformSettings = SETTINGS) -> RenderConfig:
@@ -119,7 +123,7 @@ def transform_dag(dag_id: str, project_dir: Path = DBT_PROJECT_DIR, **dag_kwargs
     dag = DbtDag(
         dag_id=dag_id,
         project_config=project_config(project_dir),
-        profile_config=profile_config(),
+        profile_config=profile_config(project_dir),
         render_config=render_config(),
         execution_config=execution_config(),
         operator_args=operator_args(),
