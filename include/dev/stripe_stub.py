@@ -3,8 +3,10 @@
 It answers ``GET /v1/charges`` and ``GET /v1/charges/<id>`` the way Stripe documents them (paging
 with ``starting_after``/``ending_before``, ``created[gt|gte|lt|lte]`` filters, newest first, Stripe's
 error bodies), checks the secret key, and can misbehave on purpose so retries are exercised:
-a share of ``429`` (with ``Retry-After`` and ``Stripe-Should-Retry``), a share of ``500`` and
-added latency — set at start or at runtime through ``POST /_stub/faults``. The official ``stripe``
+a share of ``429`` (with ``Retry-After`` and ``Stripe-Should-Retry``), a share of ``500``, added
+latency, a malformed 200 (not JSON, no ``data``, an item without ``id``/``created``) and a NUL in
+served metadata — set at start or at runtime through ``POST /_stub/faults``. ``GET /v1/events``
+lists the ``charge.refunded``/``charge.updated`` events the store recorded for each change. The official ``stripe``
 library works against it (``stripe.api_base = <url>``).
 
 Run: ``python -m include.dev.stripe_stub --port 12111 --charges-db charges.sqlite --api-key sk_test_x``
@@ -40,6 +42,8 @@ class Faults:
     rate_429: float = 0.0
     rate_500: float = 0.0
     latency_ms: int = 0
+    malformed: str = ""  # every 200 of a list broken one way: one of MALFORMATIONS
+    nul_in_metadata: bool = False  # served charges carry a NUL character in metadata.note
 
     def validated(self) -> Faults:
         for name in ("rate_429", "rate_500"):
@@ -47,7 +51,17 @@ class Faults:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.latency_ms < 0:
             raise ValueError("latency_ms must be >= 0")
+        if self.malformed not in MALFORMATIONS:
+            raise ValueError(f"malformed must be one of {', '.join(repr(m) for m in MALFORMATIONS)}")
         return self
+
+
+MALFORMATIONS = ("", "non_json", "no_data", "no_id", "no_created")
+NON_JSON_BODY = b"<html><body>502 Bad Gateway</body></html>"
+
+
+class NotJson(Exception):
+    """Answer this request with a 200 whose body is not JSON (a proxy's error page)."""
 
 
 class StubError(Exception):
@@ -134,7 +148,41 @@ class StripeStub:
                  "param": "starting_after" if query.starting_after else "ending_before",
                  "message": f"No such charge: '{missing.args[0]}'"},
             ) from None  # fmt: skip
-        return {"object": "list", "data": charges, "has_more": has_more, "url": "/v1/charges"}
+        return self.malform({"object": "list", "data": charges, "has_more": has_more, "url": "/v1/charges"})
+
+    def list_events(self, params: dict[str, list[str]]) -> dict[str, Any]:
+        """``GET /v1/events``: one record per change to a charge, ``type`` filter with ``*``."""
+        query = parse_list_query({k: v for k, v in params.items() if k != "type"})
+        type_glob = params["type"][-1] if params.get("type") else None
+        try:
+            events, has_more = self.store.page(query, table="events", type_glob=type_glob)
+        except UnknownCharge as missing:
+            raise StubError(
+                HTTPStatus.BAD_REQUEST,
+                {"type": "invalid_request_error", "code": "resource_missing", "param": "starting_after",
+                 "message": f"No such event: '{missing.args[0]}'"},
+            ) from None  # fmt: skip
+        for event in events:
+            event["data"]["object"] = self._with_faults(event["data"]["object"])
+        return {"object": "list", "data": events, "has_more": has_more, "url": "/v1/events"}
+
+    def malform(self, page: dict[str, Any]) -> dict[str, Any]:
+        """The page as the ``malformed``/``nul_in_metadata`` switches break it."""
+        with self._lock:
+            kind = self.faults.malformed
+        page["data"] = [self._with_faults(charge) for charge in page["data"]]
+        if kind == "non_json":
+            raise NotJson()
+        if kind == "no_data":
+            del page["data"]
+        elif kind in ("no_id", "no_created") and page["data"]:
+            del page["data"][0][kind.removeprefix("no_")]
+        return page
+
+    def _with_faults(self, charge: dict[str, Any]) -> dict[str, Any]:
+        if self.faults.nul_in_metadata:
+            charge = {**charge, "metadata": {**charge.get("metadata", {}), "note": "gift\x00wrap"}}
+        return charge
 
     def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
         charge = self.store.get(charge_id)
@@ -224,6 +272,8 @@ def _handler_for(stub: StripeStub) -> type[BaseHTTPRequestHandler]:
             stub.inject_fault()
             if path == "/v1/charges":
                 return stub.list_charges(params)
+            if path == "/v1/events":
+                return stub.list_events(params)
             if path.startswith("/v1/charges/") and path.count("/") == 3:
                 return stub.retrieve_charge(path.rsplit("/", 1)[1])
             return self._not_found(path)
@@ -240,11 +290,16 @@ def _handler_for(stub: StripeStub) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.OK, answer())
             except StubError as error:
                 self._send(error.status, {"error": error.error}, error.headers)
+            except NotJson:
+                self._send(HTTPStatus.OK, NON_JSON_BODY, content_type="text/html")
 
-        def _send(self, status: HTTPStatus, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            payload = json.dumps(body).encode()
+        def _send(
+            self, status: HTTPStatus, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None,
+            content_type: str = "application/json",
+        ) -> None:  # fmt: skip
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Request-Id", f"req_{uuid.uuid4().hex[:14]}")
             for name, value in (headers or {}).items():

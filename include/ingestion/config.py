@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import yaml
 
 SOURCES_FILE = Path(__file__).with_name("sources.yml")
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")  # whole names only: fullmatch, since `$` lets a trailing "\n" through
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: parsed on every task run
 
 
@@ -174,7 +174,7 @@ def _check_entry(where: str, entry: SourceEntry) -> None:
     if isinstance(entry, PostgresTable):
         identifiers += [("table", entry.table), ("schema", entry.schema), ("cursor", entry.cursor)]
     for key, value in identifiers:
-        if not _IDENTIFIER.match(value):
+        if not _IDENTIFIER.fullmatch(value):
             raise ConfigError(
                 f"{where}: `{key}` {value!r} is not a lower_snake_case identifier "
                 f"(letters, digits, underscores; not starting with a digit)."

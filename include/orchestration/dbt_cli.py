@@ -23,13 +23,18 @@ class DbtCommandFailed(RuntimeError):
 
 
 def run_dbt(
-    args: list[str], warehouse: str = "postgres", project_dir: Path = DBT_PROJECT_DIR, target_path: Path | None = None
+    args: list[str],
+    warehouse: str = "postgres",
+    project_dir: Path = DBT_PROJECT_DIR,
+    target_path: Path | None = None,
+    timeout: float | None = None,
 ) -> str:
     """Run ``dbt <args>`` against ``warehouse``; returns dbt's output, raises on failure.
 
     Artifacts go to ``target_path``, by default ``target/cli/`` of the project: never over
     ``target/manifest.json``, the parse-only manifest Cosmos renders the DAGs from (a build's
     manifest is profile-specific), while dbt's partial-parse state still carries over between runs.
+    ``timeout`` (seconds) ends a dbt that outlives it: :class:`subprocess.TimeoutExpired`, dbt killed.
     """
     mapping = warehouse_profile_mapping(warehouse)
     target_path = target_path or project_dir / "target" / "cli"
@@ -38,7 +43,7 @@ def run_dbt(
         command = [str(dbt_executable()), *args, "--project-dir", str(project_dir), "--profiles-dir", profiles_dir,
                    "--target-path", str(target_path)]  # fmt: skip
         env = {**os.environ, **mapping.env_vars, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-        result = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True)
+        result = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise DbtCommandFailed(f"`dbt {' '.join(args)}` on {warehouse} failed:\n{result.stdout[-6000:]}{result.stderr[-2000:]}")
     return result.stdout

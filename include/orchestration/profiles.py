@@ -21,14 +21,30 @@ TARGET_SCHEMA = "marts"
 THREADS = 4
 
 
+# dbt-snowflake's connection retries, spelt out rather than left to its defaults: a Snowflake that
+# refuses or fails logins fails the dbt invocation after one retry, a few seconds apart, instead of
+# retrying every error (`retry_all`) with growing waits. `connect_timeout` is dbt-snowflake's wait
+# between those attempts, not a network timeout: dbt-snowflake 1.11 passes the connector no
+# login/network timeout, so a statement whose request keeps failing (HTTP 5xx) after a good login is
+# retried by the connector for as long as the dbt process lives; only the process's own bound
+# (``run_dbt(timeout=...)``, the task's ``execution_timeout``) ends that.
+SNOWFLAKE_RETRIES: dict[str, Any] = {
+    "connect_retries": 1,
+    "connect_timeout": 5,
+    "retry_on_database_errors": False,
+    "retry_all": False,
+}
+
+
 class SnowflakeProfileMapping(SnowflakeUserPasswordProfileMapping):
-    """The stock mapping, plus the ``protocol`` extra (``http`` for a local fakesnow server)."""
+    """The stock mapping, plus the ``protocol`` extra (``http`` for a local fakesnow server) and
+    bounded connection retries (:data:`SNOWFLAKE_RETRIES`)."""
 
     airflow_param_mapping = {**SnowflakeUserPasswordProfileMapping.airflow_param_mapping, "protocol": "extra.protocol"}
 
     @property
     def profile(self) -> dict[str, Any]:
-        profile = super().profile
+        profile = {**SNOWFLAKE_RETRIES, **super().profile}
         if profile.get("port") is not None:
             profile["port"] = int(profile["port"])
         return profile

@@ -101,10 +101,22 @@ def read_raw_postgres(dsn: str) -> Raw:
 
 
 def paid(charge: dict[str, Any]) -> Decimal:
-    """paid(charge) = (amount − amount_refunded) / 100 when status = 'succeeded', else 0."""
+    """paid(charge) = (amount − amount_refunded) in major units when status = 'succeeded', else 0:
+    / 100, or / 1 for Stripe's zero-decimal currencies (JPY, KRW, ...), / 1000 for three-decimal ones."""
     if charge["status"] != "succeeded":
         return Decimal(0)
-    return (Decimal(charge["amount"]) - Decimal(charge["amount_refunded"])) / 100
+    return (Decimal(charge["amount"]) - Decimal(charge["amount_refunded"])) / minor_units_per_major(charge["currency"])
+
+
+ZERO_DECIMAL = frozenset(("bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+                          "xaf", "xof", "xpf"))  # fmt: skip
+THREE_DECIMAL = frozenset(("bhd", "jod", "kwd", "omr", "tnd"))
+
+
+def minor_units_per_major(currency: str) -> int:
+    """Stripe's list: ``amount`` of a JPY charge is yen, of a USD charge cents, of a KWD charge fils."""
+    currency = currency.lower()
+    return 1 if currency in ZERO_DECIMAL else 1000 if currency in THREE_DECIMAL else 100
 
 
 def expected_marts(raw: Raw) -> dict[str, list[tuple]]:

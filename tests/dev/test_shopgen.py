@@ -144,6 +144,10 @@ def test_a_day_of_changes_bumps_updated_at_refunds_late_and_redelivers_a_file(sh
         assert {k: v for k, v in new.items() if k not in ("amount_refunded", "refunded")} == \
                {k: v for k, v in old.items() if k not in ("amount_refunded", "refunded")}  # fmt: skip
         assert summary.now.timestamp() - old["created"] <= timedelta(days=31).total_seconds()
+    events = ChargeStore(shop.charges_db).events()  # the stub serves them on /v1/events
+    assert sorted(e["data"]["object"]["id"] for e in events) == sorted(c["id"] for c in refunded)
+    assert {e["type"] for e in events} == {"charge.refunded"}
+    assert all(e["data"]["object"] == after[e["data"]["object"]["id"]] for e in events)
     redelivered, new_file = summary.files_written
     assert files_before[redelivered] != (shop.landing / redelivered).read_bytes()
     assert new_file not in files_before

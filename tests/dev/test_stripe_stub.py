@@ -160,3 +160,53 @@ def test_the_project_client_pages_through_30_percent_faults(stub, store, monkeyp
     client = StripeClient("stripe_test", RetryPolicy(max_attempts=20, base_delay_s=0.01, max_delay_s=0.05))
     assert [charge["id"] for charge in client.charges()] == newest_first(store)
     assert server.injected[429] and server.injected[500]
+
+
+def test_every_change_to_a_charge_is_an_event_listed_newest_first_with_paging(stub, store) -> None:
+    _, url = stub
+    changed = [{**store.get(f"ch_{n:06d}"), "amount_refunded": 10} for n in range(150)]
+    store.replace(changed[:100], at=1_800_000_000)
+    store.replace([{**changed[0], "metadata": {"order_id": "7"}}], at=1_800_000_100)  # not a refund
+    store.replace(changed[100:], at=1_800_000_200)
+
+    events, cursor = [], None
+    while True:
+        after = {"starting_after": cursor} if cursor else {}
+        page = get(url, "/v1/events", type="charge.*", limit=100, **after).json()
+        events += page["data"]
+        if not page["has_more"]:
+            break
+        cursor = page["data"][-1]["id"]
+    assert len(events) == 151 and len({e["id"] for e in events}) == 151
+    assert [e["created"] for e in events] == sorted((e["created"] for e in events), reverse=True)
+    assert {e["type"] for e in events if e["created"] != 1_800_000_100} == {"charge.refunded"}
+    updated = [e for e in events if e["type"] == "charge.updated"]
+    assert [(e["created"], e["data"]["object"]["metadata"]) for e in updated] == [(1_800_000_100, {"order_id": "7"})]
+    since = get(url, "/v1/events", **{"created[gt]": 1_800_000_100, "limit": 100}).json()["data"]
+    assert {e["data"]["object"]["id"] for e in since} == {c["id"] for c in changed[100:]}
+    assert get(url, "/v1/events", type="charge.dispute.*").json()["data"] == []
+
+
+@pytest.mark.parametrize("kind", ["non_json", "no_data", "no_id", "no_created"])
+def test_the_malformed_switch_breaks_a_200_one_way(stub, kind: str) -> None:
+    server, url = stub
+    server.set_faults(Faults(malformed=kind))
+    response = get(url, "/v1/charges", limit=3)
+    assert response.status_code == 200
+    if kind == "non_json":
+        assert response.headers["Content-Type"] == "text/html" and not response.text.startswith("{")
+        return
+    page = response.json()
+    if kind == "no_data":
+        assert "data" not in page
+    else:
+        assert kind.removeprefix("no_") not in page["data"][0] and kind.removeprefix("no_") in page["data"][1]
+    assert requests.post(url + "/_stub/faults", json={"malformed": "sometimes"}, timeout=10).status_code == 400
+
+
+def test_the_nul_switch_puts_a_nul_in_served_metadata(stub) -> None:
+    server, url = stub
+    server.set_faults(Faults(nul_in_metadata=True))
+    response = get(url, "/v1/charges", limit=2)
+    assert '"gift\\u0000wrap"' in response.text
+    assert all(c["metadata"]["note"] == "gift\x00wrap" for c in response.json()["data"])

@@ -112,3 +112,42 @@ def test_an_unreadable_file_fails_the_task_naming_it_and_loads_nothing(landing: 
 
     assert rows(warehouse_dsn, "SELECT count(*) FROM raw.marketing_spend") == [(0,)]
     assert rows(warehouse_dsn, "SELECT count(*) FROM raw._landed_files") == [(0,)]
+
+
+DUPLICATED = HEADER + (
+    "2025-03-03,email,e1,Newsletter,10.00,1000,50\n"  # line 2: same key as line 4, set aside
+    "2025-03-03,social,s1,Stories,5.00,500,5\n"
+    "2025-03-03,email,e1,Newsletter,12.00,1200,60\n"  # line 4: the last line of the key loads
+)
+
+
+def test_a_key_repeated_in_one_file_loads_its_last_line_and_rejects_the_earlier(
+    landing: Path, warehouse_dsn: str
+) -> None:
+    (landing / "marketing_spend_2025-03-03.csv").write_text(DUPLICATED)
+
+    report = extract("marketing_spend", batch_id="d1")
+
+    assert (report.rows_read, report.rows_loaded, report.rows_rejected, report.rows_merged) == (3, 2, 1, 2)
+    assert [(r[1], r[2], r[3], r[4], r[7]) for r in spend(warehouse_dsn)] == [
+        ("email", "e1", "12.00", 1200, 4), ("social", "s1", "5.00", 500, 3)]  # fmt: skip
+    reason = "duplicate key (date, channel, campaign_id): line 4 of this file has the same key and is loaded instead"
+    line = "2025-03-03,email,e1,Newsletter,10.00,1000,50"
+    assert rejects(warehouse_dsn) == [("marketing_spend_2025-03-03.csv", 2, line, reason)]
+    landed = rows(warehouse_dsn, "SELECT rows_loaded, rows_rejected FROM raw._landed_files")
+    assert landed == [(2, 1)]
+
+
+def test_a_redelivery_in_the_same_run_wins_and_every_line_is_accounted_for(landing: Path, warehouse_dsn: str) -> None:
+    """Two files with the same key in one run: the later file's row is in raw (the contract's later
+    delivery), both files' valid lines count as loaded, as they would over two runs."""
+    (landing / "marketing_spend_2025-03-03.csv").write_text(DUPLICATED)
+    (landing / "marketing_spend_2025-03-04.csv").write_text(HEADER + "2025-03-03,social,s1,Stories,7.00,700,7\n")
+
+    report = extract("marketing_spend", batch_id="d1")
+
+    assert report.rows_read == report.rows_loaded + report.rows_rejected == 4
+    assert (report.rows_loaded, report.rows_rejected, report.rows_merged) == (3, 1, 2)
+    by_key = {(r[1], r[2]): (r[3], r[6]) for r in spend(warehouse_dsn)}
+    assert by_key == {("email", "e1"): ("12.00", "marketing_spend_2025-03-03.csv"),
+                      ("social", "s1"): ("7.00", "marketing_spend_2025-03-04.csv")}  # fmt: skip

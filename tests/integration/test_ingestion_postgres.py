@@ -6,10 +6,16 @@ passwords, so the hooks, the auth and the "no secrets in logs" check are all rea
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -216,3 +222,188 @@ def test_connection_passwords_never_reach_the_logs(
     assert "raw.customers" in text  # the successful load was logged at all
     for secret in (SOURCE_PASSWORD, WAREHOUSE_PASSWORD, wrong):
         assert secret not in text
+
+
+def with_extras(monkeypatch: pytest.MonkeyPatch, conn_id: str, **extras: object) -> None:
+    """The Connection's environment JSON with ``extras`` added: the operator's per-Connection override."""
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    body = json.loads(os.environ[variable])
+    body["extra"] = json.dumps({**json.loads(body.get("extra") or "{}"), **extras})
+    monkeypatch.setenv(variable, json.dumps(body))
+
+
+def test_sessions_carry_the_policies_timeouts_and_keepalives(shop: Shop) -> None:
+    from include.ingestion.warehouse.postgres import connect
+    from include.orchestration.policies import connection_limits
+
+    for conn_id in ("ecommerce_source", "warehouse_postgres"):
+        limits = connection_limits(conn_id)
+        with connect(conn_id) as conn:
+            settings = dict(conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', 'lock_timeout')"
+            ).fetchall())  # fmt: skip
+            parameters = conn.info.get_parameters()
+        assert settings == {"statement_timeout": str(limits.statement_timeout * 1000),
+                            "lock_timeout": str(limits.lock_timeout * 1000)}, conn_id  # fmt: skip
+        assert parameters["connect_timeout"] == str(limits.connect_timeout), conn_id
+        assert parameters["keepalives_idle"] == str(limits.keepalives_idle), conn_id
+
+
+def test_a_warehouse_lock_fails_the_merge_within_lock_timeout_and_the_retry_is_exact(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session holds raw.orders, so the merge queues on its lock: the load fails within the
+    Connection's ``lock_timeout`` (an extras override of policies.yml), the failure alert reaches
+    Slack, raw is as it was, and the retry after the lock is released is exact."""
+    from include.dev.slack_receiver import SlackReceiver
+    from include.orchestration.alerts import AlertKind, PipelineAlert
+
+    extract("orders", batch_id="b1")
+    with psycopg.connect(shop.source_dsn) as conn:
+        conn.execute(ONE_DAY_OF_CHANGES)
+    raw_before = rows(shop.warehouse_dsn, "SELECT * FROM raw.orders ORDER BY order_id")
+    state_before = rows(shop.warehouse_dsn, "SELECT * FROM raw._ingestion_state")
+    with_extras(monkeypatch, "warehouse_postgres", lock_timeout=1)
+    holder = psycopg.connect(shop.warehouse_dsn)
+    holder.execute("LOCK TABLE raw.orders IN SHARE MODE")  # readers pass, the merge's writes queue
+    started = time.monotonic()
+    with pytest.raises(psycopg.errors.LockNotAvailable, match="lock timeout") as failure:
+        extract("orders", batch_id="b2-try1")
+    assert time.monotonic() - started < 30
+
+    receiver = SlackReceiver(token="T0TEST/B0TEST/lock-drill")
+    url = receiver.serve_in_thread()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps(
+            {"conn_type": "slackwebhook", "host": url, "password": "T0TEST/B0TEST/lock-drill"}))  # fmt: skip
+        ti = SimpleNamespace(dag_id="ecommerce_elt", task_id="extract_orders", try_number=1, max_tries=2,
+                             run_id="manual__lock", start_date=None, log_url=None)  # fmt: skip
+        PipelineAlert(AlertKind.FAILURE).notify({"ti": ti, "exception": failure.value})
+        [message] = receiver.messages
+    finally:
+        receiver.shutdown()
+    assert "LockNotAvailable: canceling statement due to lock timeout" in json.dumps(message["payload"])
+
+    assert rows(shop.warehouse_dsn, "SELECT * FROM raw.orders ORDER BY order_id") == raw_before
+    assert rows(shop.warehouse_dsn, "SELECT * FROM raw._ingestion_state") == state_before
+    holder.close()
+    retry = extract("orders", batch_id="b2-try2")
+    assert retry.rows_merged == 70
+    assert_raw_equals_source(shop, "orders", "order_id")
+
+
+def orders_sources(tmp_path: Path, overlap_seconds: int) -> Path:
+    """A sources.yml with only ``orders``, re-reading ``overlap_seconds`` behind its mark."""
+    path = tmp_path / "sources.yml"
+    path.write_text(
+        "sources:\n  - {name: orders, kind: postgres, conn_id: ecommerce_source, table: orders, "
+        f"primary_key: [order_id], cursor: updated_at, mode: incremental, overlap_seconds: {overlap_seconds}}}\n"
+    )
+    return path
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def pipeline_warnings() -> Iterator[list[str]]:
+    """The warnings the pipeline logs (to the task log), however the process's logging is set up."""
+    handler, logger = _Lines(), logging.getLogger("include.ingestion.pipeline")
+    logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_future_dated_row_is_loaded_and_named_but_later_changes_still_arrive(
+    shop: Shop, pipeline_warnings: list[str]
+) -> None:
+    extract("orders", batch_id="b1")
+    with psycopg.connect(shop.source_dsn) as conn:
+        conn.execute("UPDATE orders SET status = 'future', updated_at = '2099-01-01' WHERE order_id = 1")
+        source_now = conn.execute("SELECT now()").fetchone()[0]
+    dated = extract("orders", batch_id="b2")
+
+    assert dated.future_rows == 1
+    assert datetime.fromisoformat(dated.high_water) <= source_now + timedelta(minutes=5)
+    [warning] = [line for line in pipeline_warnings if "after the source's clock" in line]
+    assert all(part in warning for part in ("'orders'", "1 row(s)", "public.orders", "2099-01-01", "e.g. 1"))
+    with psycopg.connect(shop.source_dsn) as conn:
+        conn.execute("UPDATE orders SET status = 'shipped', updated_at = now() WHERE order_id = 2")
+    extract("orders", batch_id="b3")
+    assert_raw_equals_source(shop, "orders", "order_id")
+
+
+def test_a_transaction_open_during_the_load_is_read_by_the_next_one(shop: Shop, tmp_path: Path) -> None:
+    """It stamped ``now()`` (its start) before a change that committed first; with no overlap, only a
+    mark held at its start finds it once it commits."""
+    config = orders_sources(tmp_path, overlap_seconds=0)
+    extract("orders", batch_id="b1", config_path=config)
+    late = psycopg.connect(shop.source_dsn)
+    late.execute("UPDATE orders SET status = 'cancelled', updated_at = now() WHERE order_id = 5")
+    late_started = late.execute("SELECT now()").fetchone()[0]
+    with psycopg.connect(shop.source_dsn) as conn:
+        conn.execute("UPDATE orders SET status = 'shipped', updated_at = now() WHERE order_id = 6")
+
+    during = extract("orders", batch_id="b2", config_path=config)
+    late.commit()
+    late.close()
+    after = extract("orders", batch_id="b3", config_path=config)
+
+    assert datetime.fromisoformat(during.high_water) <= late_started
+    assert after.rows_merged >= 1
+    assert_raw_equals_source(shop, "orders", "order_id")
+
+
+def test_rows_with_a_null_cursor_reach_raw_and_are_named(shop: Shop, pipeline_warnings: list[str]) -> None:
+    extract("orders", batch_id="b1")
+    with psycopg.connect(shop.source_dsn) as conn:
+        conn.execute("UPDATE orders SET status = 'shipped', updated_at = NULL WHERE order_id = 3")
+        conn.execute("INSERT INTO orders VALUES (30001, 1, 'placed', 'email', 'USD', '2025-01-06', NULL, NULL)")
+    nulls = extract("orders", batch_id="b2")
+    again = extract("orders", batch_id="b3")
+
+    assert (nulls.mode, nulls.rows_merged, again.rows_merged) == ("incremental", 2, 0)
+    assert any("2 row(s) of public.orders have a NULL updated_at" in line for line in pipeline_warnings)
+    assert_raw_equals_source(shop, "orders", "order_id")
+
+
+@pytest.mark.parametrize("emptying", ["TRUNCATE raw.orders", "DROP TABLE raw.orders"])
+def test_a_raw_table_emptied_behind_its_mark_is_loaded_in_full(
+    shop: Shop, pipeline_warnings: list[str], emptying: str
+) -> None:
+    first = extract("orders", batch_id="b1")
+    with psycopg.connect(shop.source_dsn) as conn:
+        conn.execute(ONE_DAY_OF_CHANGES)
+    with psycopg.connect(shop.warehouse_dsn) as conn:
+        conn.execute(emptying)
+    reload = extract("orders", batch_id="b2")
+
+    assert (reload.mode, reload.previous_high_water, reload.rows_read) == ("full", first.high_water, 20050)
+    assert any("raw.orders is empty" in line and "full_refresh" in line for line in pipeline_warnings)
+    assert_raw_equals_source(shop, "orders", "order_id")
+
+
+def test_a_mark_already_past_the_source_clock_is_repaired_by_a_full_load(
+    shop: Shop, pipeline_warnings: list[str]
+) -> None:
+    """A mark an older loader took from a future-dated row: the rows changed since it was written are
+    below it, so only a full read finds them."""
+    extract("orders", batch_id="b1")
+    with psycopg.connect(shop.warehouse_dsn) as conn:
+        conn.execute("UPDATE raw._ingestion_state SET high_water = '2099-01-01T00:00:00+00:00' WHERE source = 'orders'")
+    with psycopg.connect(shop.source_dsn) as conn:
+        conn.execute(ONE_DAY_OF_CHANGES)
+
+    repaired = extract("orders", batch_id="b2")
+
+    assert (repaired.mode, repaired.high_water) == ("full", "2025-01-05T01:00:00+00:00")
+    assert any("after the source's clock" in line and "in full" in line for line in pipeline_warnings)
+    assert_raw_equals_source(shop, "orders", "order_id")

@@ -155,7 +155,7 @@ def test_a_failing_merge_leaves_raw_as_it_was(
     assert [tuple(mark) for mark in marks] == [(first.high_water,)]
 
 
-@pytest.mark.slow  # starts the fakesnow server (~5 s)
+@pytest.mark.slow  # starts the fakesnow server
 def test_fakesnow_server_merge_equals_the_postgres_writer(
     postgres_side: dict[str, str], sources_file: Path, monkeypatch: pytest.MonkeyPatch, fakesnow_server: int
 ) -> None:
@@ -188,3 +188,154 @@ def test_upsert_writes_values_as_given_and_updates_by_key(
                 session.commit()
             with target.session("read", [STATE_TABLE]) as session:
                 assert [(r["source"], r["cursor_column"], r["high_water"]) for r in session.read(STATE_TABLE)] == [row]
+
+
+MARKETING_SOURCES = """
+sources:
+  - {name: marketing_spend, kind: marketing_csv, landing_url_variable: marketing_landing_url,
+     primary_key: [date, channel, campaign_id], mode: incremental}
+"""
+MARKETING_HEADER = "date,channel,campaign_id,campaign_name,spend,impressions,clicks\n"
+# In a Snowflake string literal `\'` is a quote: a literal built from this name by doubling quotes
+# ends after `x\'`, and the rest, ` OR 1=1 --`, becomes the DELETE's condition.
+HOSTILE_FILE = "marketing_spend_x\\') OR 1=1 --.csv"
+
+
+def _marketing_tables(warehouse: str, dsn: str) -> dict[str, list[tuple]]:
+    keys = {"marketing_spend": "date, channel, campaign_id", "marketing_spend_rejects": "_source_file, _source_line",
+            "_landed_files": "file_name"}  # fmt: skip
+    if warehouse == "snowflake":
+        return {table: snowflake_raw(table, key) for table, key in keys.items()}
+    return {table: postgres_raw(dsn, table, key) for table, key in keys.items()}
+
+
+@pytest.mark.slow  # starts the fakesnow server (~5 s)
+def test_a_landing_file_name_that_breaks_a_snowflake_literal_changes_nothing_else(
+    postgres_side: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fakesnow_server: int
+) -> None:
+    """The name reaches the rejects merge's replace scope: bound as a value it deletes no other
+    file's rejects, on both warehouses, and the file's own rows land under their real name."""
+    sources = tmp_path / "sources.yml"
+    sources.write_text(MARKETING_SOURCES)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    monkeypatch.setenv("AIRFLOW_VAR_MARKETING_LANDING_URL", f"file://{landing}")
+    snowflake_connection(monkeypatch, f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server,
+                         protocol="http")  # fmt: skip
+    (landing / "marketing_spend_2025-03-01.csv").write_text(
+        MARKETING_HEADER + "2025-03-01,email,e1,Newsletter,10.00,1000,50\n2025-03-01,tv,tv1,Prime,9.00,1,1\n"
+    )
+    for warehouse in ("snowflake", "postgres"):
+        extract("marketing_spend", warehouse=warehouse, batch_id="m1", config_path=sources)
+    (landing / HOSTILE_FILE).write_text(
+        MARKETING_HEADER + "2025-03-02,social,s1,Stories,5.00,500,5\n2025-03-02,social,s2,Stories,-1.00,1,1\n"
+    )
+
+    reports = {w: extract("marketing_spend", warehouse=w, batch_id="m2", config_path=sources)
+               for w in ("snowflake", "postgres")}  # fmt: skip
+
+    assert {w: r.files for w, r in reports.items()} == {"snowflake": (HOSTILE_FILE,), "postgres": (HOSTILE_FILE,)}
+    tables = {w: _marketing_tables(w, postgres_side["warehouse_postgres"]) for w in ("snowflake", "postgres")}
+    assert tables["snowflake"] == tables["postgres"]
+    assert [row[:2] for row in tables["snowflake"]["marketing_spend_rejects"]] == [
+        ("marketing_spend_2025-03-01.csv", 3), (HOSTILE_FILE, 3)]  # fmt: skip
+    assert [row[0] for row in tables["snowflake"]["_landed_files"]] == ["marketing_spend_2025-03-01.csv", HOSTILE_FILE]
+    source_files = [row[7] for row in tables["snowflake"]["marketing_spend"]]
+    assert source_files == ["marketing_spend_2025-03-01.csv", HOSTILE_FILE]
+
+
+RESERVED_SOURCES = """
+sources:
+  - {name: slots, kind: postgres, conn_id: ecommerce_source, table: slots, primary_key: [order],
+     cursor: start, mode: incremental, overlap_seconds: 0}
+"""
+
+
+@pytest.mark.slow  # starts the fakesnow server (~5 s)
+def test_columns_named_like_reserved_words_load_on_both_warehouses(
+    postgres_side: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fakesnow_server: int
+) -> None:
+    """``start`` and ``order`` are reserved words in Snowflake (and ``order`` in PostgreSQL): as
+    key, cursor and data columns they load and merge, as in the source."""
+    sources = tmp_path / "sources.yml"
+    sources.write_text(RESERVED_SOURCES)
+    snowflake_connection(monkeypatch, f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server,
+                         protocol="http")  # fmt: skip
+    with psycopg.connect(postgres_side["ecommerce_source"]) as conn:
+        conn.execute('CREATE TABLE slots ("order" bigint PRIMARY KEY, "start" timestamptz, "select" text)')
+        conn.execute("INSERT INTO slots VALUES (1, '2025-01-01', 'a'), (2, '2025-01-02', 'b')")
+    for warehouse in ("snowflake", "postgres"):
+        extract("slots", warehouse=warehouse, batch_id="r1", config_path=sources)
+    with psycopg.connect(postgres_side["ecommerce_source"]) as conn:
+        conn.execute("""UPDATE slots SET "select" = 'changed', "start" = '2025-02-01' WHERE "order" = 1""")
+
+    reports = {w: extract("slots", warehouse=w, batch_id="r2", config_path=sources) for w in ("snowflake", "postgres")}
+
+    assert {w: (r.mode, r.rows_merged) for w, r in reports.items()} == {
+        "snowflake": ("incremental", 1), "postgres": ("incremental", 1)}  # fmt: skip
+    expected = postgres_raw(postgres_side["warehouse_postgres"], "slots", '"order"')
+    assert [(row[0], row[2]) for row in expected] == [(1, "changed"), (2, "b")]
+    assert snowflake_raw("slots", '"ORDER"') == expected
+
+
+def raw_keys(warehouse: str, dsns: dict[str, str]) -> list[tuple]:
+    """``(item_id, sku)`` of raw.items on ``warehouse``, by key."""
+    query = "SELECT item_id, sku FROM raw.items ORDER BY item_id"
+    if warehouse == "snowflake":
+        conn = ProtocolAwareSnowflakeHook(snowflake_conn_id="warehouse_snowflake").get_conn()
+        try:
+            return [tuple(row) for row in conn.cursor().execute(query).fetchall()]
+        finally:
+            conn.close()
+    with psycopg.connect(dsns["warehouse_postgres"]) as conn:
+        return conn.execute(query).fetchall()
+
+
+def source_keys(dsns: dict[str, str]) -> list[tuple]:
+    with psycopg.connect(dsns["ecommerce_source"]) as conn:
+        return conn.execute("SELECT item_id, sku FROM items ORDER BY item_id").fetchall()
+
+
+def run_on_warehouse(warehouse: str, dsns: dict[str, str], statement: str) -> None:
+    if warehouse == "snowflake":
+        conn = ProtocolAwareSnowflakeHook(snowflake_conn_id="warehouse_snowflake").get_conn()
+        try:
+            conn.cursor().execute(statement)
+        finally:
+            conn.close()
+    else:
+        with psycopg.connect(dsns["warehouse_postgres"]) as conn:
+            conn.execute(statement)
+
+
+@pytest.mark.parametrize("warehouse", ["postgres", "snowflake"])
+def test_a_future_dated_row_does_not_hide_later_changes(
+    postgres_side: dict[str, str], sources_file: Path, monkeypatch: pytest.MonkeyPatch, warehouse: str
+) -> None:
+    snowflake_connection(monkeypatch, "analytics")
+    with fakesnow.patch():
+        extract("items", warehouse=warehouse, batch_id="b1", config_path=sources_file)
+        with psycopg.connect(postgres_side["ecommerce_source"]) as conn:
+            conn.execute("UPDATE items SET sku = 'SKU-1-future', updated_at = '2099-01-01' WHERE item_id = 1")
+        dated = extract("items", warehouse=warehouse, batch_id="b2", config_path=sources_file)
+        with psycopg.connect(postgres_side["ecommerce_source"]) as conn:
+            conn.execute("UPDATE items SET sku = 'SKU-2-later', updated_at = now() WHERE item_id = 2")
+        extract("items", warehouse=warehouse, batch_id="b3", config_path=sources_file)
+        assert raw_keys(warehouse, postgres_side) == source_keys(postgres_side)
+    assert dated.future_rows == 1
+    assert not dated.high_water.startswith("2099")
+
+
+@pytest.mark.parametrize("warehouse", ["postgres", "snowflake"])
+def test_a_truncated_raw_table_is_loaded_in_full_despite_its_mark(
+    postgres_side: dict[str, str], sources_file: Path, monkeypatch: pytest.MonkeyPatch, warehouse: str
+) -> None:
+    snowflake_connection(monkeypatch, "analytics")
+    with fakesnow.patch():
+        first = extract("items", warehouse=warehouse, batch_id="b1", config_path=sources_file)
+        with psycopg.connect(postgres_side["ecommerce_source"]) as conn:
+            conn.execute(ONE_DAY_OF_CHANGES)
+        run_on_warehouse(warehouse, postgres_side, "TRUNCATE TABLE raw.items")
+        reload = extract("items", warehouse=warehouse, batch_id="b2", config_path=sources_file)
+        assert raw_keys(warehouse, postgres_side) == source_keys(postgres_side)
+    assert (reload.mode, reload.previous_high_water, reload.rows_read) == ("full", first.high_water, 501)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import fakesnow
 import psycopg
 import pytest
 
@@ -23,7 +24,9 @@ from include.dev.embedded_postgres import EmbeddedPostgres
 from include.dev.shopgen.rows import refund
 from include.dev.stripe_stub import Faults, StripeStub
 from include.ingestion.pipeline import extract
-from include.ingestion.sources.stripe import StripeAuthError
+from include.ingestion.sources.stripe import StripeApiError, StripeAuthError
+from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
+from tests.dbt.conftest import snowflake_connection_env
 
 STRIPE_KEY = "sk_test_ingestion_3c1f9a7e5b"
 WAREHOUSE_PASSWORD = "wh-Stripe-Pa55-71d0"
@@ -100,3 +103,115 @@ def test_a_wrong_key_fails_at_once_naming_the_connection_and_hiding_the_key(
         extract("stripe_charges")
     assert wrong not in str(failure.value) and wrong not in caplog.text
     assert setup.stub.injected == {429: 0, 500: 0}
+
+
+@pytest.fixture(params=["postgres", "snowflake"])
+def warehouse(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The warehouse a test loads into: the embedded Postgres, or in-process fakesnow."""
+    if request.param == "postgres":
+        yield "postgres"
+        return
+    for key, value in snowflake_connection_env(f"stripe_{uuid.uuid4().hex[:6]}").items():
+        monkeypatch.setenv(key, value)
+    with fakesnow.patch():
+        yield "snowflake"
+
+
+def raw_state(setup: Setup, warehouse: str) -> tuple[dict[str, dict], dict[str, str]]:
+    """raw.stripe_charges (id → payload) and raw._ingestion_state (source → mark) of ``warehouse``."""
+    if warehouse == "postgres":
+        with psycopg.connect(setup.warehouse_dsn) as conn:
+            marks = dict(conn.execute("SELECT source, high_water FROM raw._ingestion_state").fetchall())
+        return raw_charges(setup.warehouse_dsn), marks
+    conn = ProtocolAwareSnowflakeHook(snowflake_conn_id="warehouse_snowflake").get_conn()
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT id, payload FROM raw.stripe_charges")
+        charges = {row[0]: json.loads(row[1]) for row in cursor.fetchall()}
+        cursor.execute("SELECT source, high_water FROM raw._ingestion_state")
+        return charges, dict(cursor.fetchall())
+    finally:
+        conn.close()
+
+
+def test_a_refund_older_than_the_reread_window_arrives_through_events_and_a_rerun_merges_nothing(
+    setup: Setup, warehouse: str
+) -> None:
+    extract("stripe_charges", warehouse=warehouse)
+    oldest = min(setup.store.all(), key=lambda c: c["created"])
+    assert oldest["created"] < NOW - 30 * 86_400 - 86_400  # outside the re-read window
+    setup.store.replace([refund(oldest, 250)], at=NOW + 60)
+
+    report = extract("stripe_charges", warehouse=warehouse)
+
+    assert (report.mode, report.rows_merged) == ("incremental", 1)
+    loaded, marks = raw_state(setup, warehouse)
+    assert loaded == {c["id"]: c for c in setup.store.all()}
+    assert loaded[oldest["id"]]["amount_refunded"] == 250
+    assert marks["stripe_charges.events"] == str(NOW + 60)
+    assert extract("stripe_charges", warehouse=warehouse).rows_merged == 0
+
+
+@pytest.mark.parametrize(
+    ("malformed", "problem"),
+    [
+        ("non_json", r"/v1/charges .* body that is not a JSON object"),
+        ("no_data", r"/v1/charges page after the start .* no `data` array"),
+        ("no_id", r"/v1/charges page after the start .* an item has no `id`"),
+        ("no_created", r"/v1/charges .* charge 'ch_\d+' has no string `id` or integer `created`"),
+    ],
+)
+def test_a_malformed_200_fails_naming_the_connection_and_the_page_and_loads_nothing(
+    setup: Setup, malformed: str, problem: str
+) -> None:
+    setup.stub.set_faults(Faults(malformed=malformed))
+    with pytest.raises(StripeApiError, match=problem) as failure:
+        extract("stripe_charges")
+    assert "connection 'stripe_api'" in str(failure.value) and "Check that the connection's host" in str(failure.value)
+    with psycopg.connect(setup.warehouse_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('raw.stripe_charges') IS NULL"
+                            " OR NOT EXISTS (SELECT 1 FROM raw.stripe_charges)").fetchone()[0]  # fmt: skip
+
+
+def test_a_nul_in_metadata_is_stripped_with_a_warning_and_every_charge_loads(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup.stub.set_faults(Faults(nul_in_metadata=True))
+    caplog.set_level(logging.WARNING)
+
+    extract("stripe_charges")
+
+    loaded = raw_charges(setup.warehouse_dsn)
+    expected = {c["id"]: {**c, "metadata": {**c["metadata"], "note": "giftwrap"}} for c in setup.store.all()}
+    assert loaded == expected
+    assert "removed NUL characters from metadata.note" in caplog.text
+
+
+def test_a_truncated_raw_table_is_loaded_in_full_despite_its_mark(setup: Setup) -> None:
+    first = extract("stripe_charges")
+    with psycopg.connect(setup.warehouse_dsn) as conn:
+        conn.execute("TRUNCATE raw.stripe_charges")
+
+    reload = extract("stripe_charges")
+
+    assert (reload.mode, reload.previous_high_water, reload.rows_read) == ("full", first.high_water, 450)
+    assert raw_charges(setup.warehouse_dsn) == {c["id"]: c for c in setup.store.all()}
+
+
+def test_a_dispute_event_on_an_old_charge_loads_the_charge_as_it_is_now(setup: Setup) -> None:
+    """A dispute event's ``data.object`` is the dispute, not the charge: the charge is retrieved."""
+    extract("stripe_charges")
+    oldest = min(setup.store.all(), key=lambda c: c["created"])
+    disputed = {**oldest, "disputed": True}
+    about = {"id": "dp_1", "object": "dispute", "charge": oldest["id"], "amount": 500}
+    dispute = {"id": "evt_dispute_1", "object": "event", "created": NOW + 120, "type": "charge.dispute.created",
+               "data": {"object": about}}  # fmt: skip
+    with setup.store.connect() as conn:  # a dispute changes the charge without a charge.* event of its own
+        conn.execute("UPDATE charges SET body = ? WHERE id = ?", (json.dumps(disputed), oldest["id"]))
+        conn.execute("INSERT INTO events (id, created, type, body) VALUES (?, ?, ?, ?)",
+                     (dispute["id"], dispute["created"], dispute["type"], json.dumps(dispute)))  # fmt: skip
+
+    report = extract("stripe_charges")
+
+    assert report.rows_merged == 1
+    assert raw_charges(setup.warehouse_dsn) == {c["id"]: c for c in setup.store.all()}

@@ -49,3 +49,19 @@ def test_success_summary_counts_rows_rejects_models_and_tests() -> None:
     assert message.facts["Rejected rows"] == "3" and message.facts["Skipped sources"] == "customers"
     assert (message.facts["Models built"], message.facts["Tests passed"]) == ("2", "2")
     assert message.facts["Duration"].startswith("3m")
+
+
+def test_success_summary_names_future_dated_rows_only_when_there_are_some() -> None:
+    loads = {"orders": {"rows_merged": 3, "future_rows": 2}, "customers": {"rows_merged": 1, "future_rows": 0}}
+    facts = success_message("ecommerce_elt", "manual__1", None, loads, {}, "postgres").facts
+    quiet = success_message("ecommerce_elt", "manual__1", None, {"customers": loads["customers"]}, {}, "postgres").facts
+    assert facts["Future-dated rows"] == "orders 2"
+    assert "Future-dated rows" not in quiet
+
+
+def test_success_summary_accounts_every_row_read_as_loaded_or_rejected() -> None:
+    loads = {"orders": {"rows_read": 1200, "rows_merged": 1200, "rows_rejected": 0},
+             "marketing_spend": {"rows_read": 43, "rows_loaded": 40, "rows_merged": 12,
+                                 "rows_rejected": 3}}  # fmt: skip
+    message = success_message("ecommerce_elt", "manual__1", None, loads, {}, "postgres")
+    assert message.facts["Rows read (loaded + rejected)"] == "orders 1,200 (1,200 + 0), marketing_spend 43 (40 + 3)"

@@ -82,6 +82,22 @@ def test_a_bad_entry_names_the_file_the_entry_and_the_fix(
     assert str(path) in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (("cursor: updated_at", 'cursor: "updated_at\\n"'), "cursor"),
+        (("table: orders", 'table: "orders\\n"'), "table"),
+        (("primary_key: [order_id]", 'primary_key: ["order_id\\n"]'), "primary_key"),
+    ],
+)
+def test_an_identifier_with_a_trailing_newline_is_rejected(tmp_path: Path, change: tuple[str, str], key: str) -> None:
+    """``re.match`` with ``$`` accepts "name\\n"; the writers would then be handed a name that is not one."""
+    path = write(tmp_path, VALID.replace(*change))
+    expected = rf"source 'orders' \(entry #1\): `{key}` '\w+\\n' is not a lower_snake_case"
+    with pytest.raises(ConfigError, match=expected):
+        load_source_config(path)
+
+
 def test_overlap_must_be_a_non_negative_whole_number(tmp_path: Path) -> None:
     path = write(tmp_path, VALID + "    overlap_seconds: -5\n")
     with pytest.raises(ConfigError, match=r"`overlap_seconds` must be a whole number >= 0, got -5"):

@@ -84,3 +84,15 @@ def test_a_later_delivery_replaces_the_same_key() -> None:
     first = Delivery("a.csv", "1", ((date(2025, 3, 1), "email", "e1", "n", Decimal(1), 1, 1, "a.csv", 2),), ())
     second = Delivery("b.csv", "2", ((date(2025, 3, 1), "email", "e1", "n", Decimal(9), 9, 9, "b.csv", 7),), ())
     assert latest_rows([first, second], (0, 1, 2)) == [second.rows[0]]
+
+
+def test_a_repeated_key_keeps_the_last_line_and_rejects_the_earlier_ones() -> None:
+    header = "date,channel,campaign_id,campaign_name,spend,impressions,clicks\n"
+    lines = ["2025-03-01,email,e1,A,1.00,1,1", "2025-03-01,email,e1,B,2.00,2,2", "2025-03-01,email,e2,C,3.00,3,3",
+             "2025-03-01,email,e1,D,4.00,4,4"]  # fmt: skip
+    delivery = parse_file("marketing_spend_2025-03-01.csv", (header + "\n".join(lines) + "\n").encode(), "x")
+
+    assert [(row[3], row[-1]) for row in delivery.rows] == [("C", 4), ("D", 5)]
+    assert [(line, raw) for _, line, raw, _ in delivery.rejects] == [(2, lines[0]), (3, lines[1])]
+    assert all("line 5 of this file has the same key" in reason for *_, reason in delivery.rejects)
+    assert len(delivery.rows) + len(delivery.rejects) == len(lines)

@@ -191,7 +191,9 @@ def _late_refunds(store: ChargeStore, rng: random.Random, day_start: datetime, c
     recent = [c for c in store.created_since(window_start)
               if c["status"] == "succeeded" and c["amount_refunded"] < c["amount"]]  # fmt: skip
     chosen = rng.sample(recent, min(len(recent), max(1, count // 20)))
-    store.replace(refund(charge, charge["amount_refunded"] + max(1, charge["amount"] // 3)) for charge in chosen)
+    refunded_at = int((day_start + timedelta(hours=12)).timestamp())  # the day's clock, for the refund events
+    store.replace((refund(charge, charge["amount_refunded"] + max(1, charge["amount"] // 3)) for charge in chosen),
+                  at=refunded_at)  # fmt: skip
     return len(chosen)
 
 

@@ -4,8 +4,10 @@ The location is an Airflow object-storage URL held in a Variable (``file://`` lo
 in production), read through ``ObjectStoragePath``. A file is loaded when its name is new or its
 content changed (sha256 against ``raw._landed_files``). Each line is validated on its own: a bad
 line goes to ``raw.marketing_spend_rejects`` with its reason and the good lines of the same file
-still load. A file that cannot be read as this CSV at all (not UTF-8, wrong header) fails the task
-with a message naming the file, because loading "nothing" from it would look like success.
+still load. Two lines of one file with the same key: the later line loads (as a later delivery
+would replace it) and the earlier one is set aside as a reject naming the line that won, so every
+line read is either loaded or rejected. A file that cannot be read as this CSV at all (not UTF-8,
+wrong header) fails the task with a message naming the file, because loading "nothing" from it would look like success.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from include.ingestion.config import MarketingCsv
 from include.ingestion.tables import Column, RawTable
 
 HEADER = ("date", "channel", "campaign_id", "campaign_name", "spend", "impressions", "clicks")
+KEY = ("date", "channel", "campaign_id")  # the contract's row key; a later delivery replaces it
 CHANNELS = ("organic", "paid_search", "social", "email", "affiliate")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _WHOLE = re.compile(r"^[+-]?\d+$")
@@ -79,11 +82,12 @@ def pending_deliveries(entry: MarketingCsv, landed: dict[str, str], everything: 
 
     location = ObjectStoragePath(Variable.get(entry.landing_url_variable), conn_id=entry.conn_id)
     files = sorted((p for p in location.iterdir() if fnmatch(p.name, entry.file_pattern)), key=lambda p: p.name)
+    key = spend_table(entry).key
     for path in files:
         data = path.read_bytes()
         checksum = hashlib.sha256(data).hexdigest()
         if everything or landed.get(path.name) != checksum:
-            yield parse_file(path.name, data, checksum)
+            yield parse_file(path.name, data, checksum, key)
 
 
 def latest_rows(deliveries: Iterable[Delivery], key_positions: tuple[int, ...]) -> list[tuple[Any, ...]]:
@@ -95,8 +99,11 @@ def latest_rows(deliveries: Iterable[Delivery], key_positions: tuple[int, ...]) 
     return list(latest.values())
 
 
-def parse_file(name: str, data: bytes, checksum: str) -> Delivery:
-    """Split a file into valid rows and rejects; :class:`UnreadableFile` when it is not this CSV."""
+def parse_file(name: str, data: bytes, checksum: str, key: tuple[str, ...] = KEY) -> Delivery:
+    """Split a file into valid rows and rejects; :class:`UnreadableFile` when it is not this CSV.
+
+    A key repeated inside the file keeps its last line and rejects the earlier ones (naming the
+    line kept), so the count of lines read is always rows + rejects."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -118,7 +125,28 @@ def parse_file(name: str, data: bytes, checksum: str) -> Delivery:
             rows.append((*validate_row(_split(line)), name, number))
         except RowError as reason:
             rejects.append((name, number, line, str(reason)))
-    return Delivery(name, checksum, tuple(rows), tuple(rejects))
+    rows, duplicates = _last_line_per_key(rows, key)
+    rejects += [(name, number, lines[number - 1], reason) for number, reason in duplicates]
+    return Delivery(name, checksum, tuple(rows), tuple(sorted(rejects, key=lambda reject: reject[1])))
+
+
+def _last_line_per_key(
+    rows: list[tuple[Any, ...]], key: tuple[str, ...]
+) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]]]:
+    """Rows with one per key (the last line wins, like a later delivery would), and the (line,
+    reason) of each earlier line of a repeated key: a repeat is set aside, never lost unseen."""
+    positions = tuple(HEADER.index(column) for column in key if column in HEADER)
+    last_line = {tuple(row[i] for i in positions): row[-1] for row in rows}
+    kept, duplicates = [], []
+    for row in rows:
+        winner = last_line[tuple(row[i] for i in positions)]
+        if winner == row[-1]:
+            kept.append(row)
+        else:
+            reason = f"duplicate key ({', '.join(key)}): line {winner} of this file has the same key"
+            reason += " and is loaded instead"
+            duplicates.append((row[-1], reason))
+    return kept, duplicates
 
 
 def validate_row(fields: list[str]) -> tuple[Any, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
@@ -29,6 +30,34 @@ class SourceTableMissing(RuntimeError):
     """The configured table does not exist in the source."""
 
 
+@dataclass(frozen=True)
+class SnapshotClock:
+    """The source's own clock at the read snapshot, which bounds the high-water mark.
+
+    ``now`` is the snapshot transaction's start: a cursor after it is future-dated, not a change
+    we have seen. ``oldest_open`` is the start of the oldest other transaction open in the database
+    at the snapshot (None when none is visible): such a transaction may commit later with a cursor
+    stamped ``now()`` at its start, so the mark must stay at or before it to re-read its rows.
+    """
+
+    now: datetime
+    oldest_open: datetime | None
+
+    @property
+    def mark_limit(self) -> datetime:
+        """The latest mark this snapshot can vouch for: no later commit carries an earlier ``now()``."""
+        return min(self.now, self.oldest_open) if self.oldest_open is not None else self.now
+
+
+# Other sessions' open transactions; a role sees only its own sessions' xact_start unless it has
+# pg_read_all_stats (docs/raw-layer.md). Read in the snapshot's transaction, after its first query.
+_CLOCK_SQL = """
+SELECT transaction_timestamp(),
+       (SELECT min(xact_start) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend')
+"""
+
+
 @contextmanager
 def snapshot(entry: PostgresTable) -> Iterator[psycopg.Connection]:
     """A read-only, repeatable-read connection to the entry's source database."""
@@ -41,9 +70,10 @@ def snapshot(entry: PostgresTable) -> Iterator[psycopg.Connection]:
         conn.close()
 
 
-def describe(conn: psycopg.Connection, entry: PostgresTable) -> RawTable:
-    """The raw table mirroring the source table: same column names and types, the entry's key."""
-    with conn.pipeline():  # BEGIN travels with the query: one round trip, not two
+def describe(conn: psycopg.Connection, entry: PostgresTable) -> tuple[RawTable, SnapshotClock]:
+    """The raw table mirroring the source table (same column names and types, the entry's key) and
+    the snapshot's clock, read in the same round trip."""
+    with conn.pipeline():  # BEGIN travels with the queries: one round trip, not three
         described = conn.execute(
             """
             SELECT a.attname, format_type(a.atttypid, a.atttypmod)
@@ -55,6 +85,7 @@ def describe(conn: psycopg.Connection, entry: PostgresTable) -> RawTable:
             """,
             (entry.schema, entry.table),
         )
+        clock = conn.execute(_CLOCK_SQL)
     rows = described.fetchall()
     if not rows:
         raise SourceTableMissing(
@@ -66,19 +97,23 @@ def describe(conn: psycopg.Connection, entry: PostgresTable) -> RawTable:
         raise SourceTableMissing(
             f"source '{entry.name}': cursor column '{entry.cursor}' is not a column of {entry.schema}.{entry.table}."
         )
-    return RawTable(entry.name, columns, entry.primary_key)
+    return RawTable(entry.name, columns, entry.primary_key), SnapshotClock(*clock.fetchone())
 
 
 def copy_rows(
     conn: psycopg.Connection, entry: PostgresTable, table: RawTable, since: datetime | None, copy_format: str = "csv"
 ) -> Iterator[bytes]:
-    """Chunks (``csv`` or ``binary`` COPY format) of the rows whose cursor is at or after ``since`` (all when None)."""
+    """Chunks (``csv`` or ``binary`` COPY format) of the rows whose cursor is at or after ``since``
+    or NULL (all when None): a NULL cursor cannot be compared with a mark, so such rows are read on
+    every load (unchanged ones merge as no-ops) rather than never."""
     query = sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(sql.Identifier(name) for name in table.column_names),
         sql.Identifier(entry.schema, entry.table),
     )
     if since is not None:
-        query = sql.SQL("{} WHERE {} >= {}").format(query, sql.Identifier(entry.cursor), sql.Literal(since))
+        query = sql.SQL("{} WHERE {cursor} >= {} OR {cursor} IS NULL").format(
+            query, sql.Literal(since), cursor=sql.Identifier(entry.cursor)
+        )
     buffer = bytearray()
     with conn.cursor() as cursor:
         statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(query, sql.SQL(_COPY_FORMATS[copy_format]))

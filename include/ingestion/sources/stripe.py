@@ -1,6 +1,11 @@
 """Stripe charges (Connection ``stripe_api``: host = API base URL, password = secret key).
 
-Pages ``GET /v1/charges`` newest first with ``starting_after``, optionally from ``created[gte]``.
+Pages ``GET /v1/charges`` newest first with ``starting_after``, optionally from ``created[gte]``;
+an incremental load then reads ``GET /v1/events`` (``charge.*``) since its own mark, so a refund or
+dispute of a charge older than the re-read window still reaches raw without a full reload. A 200
+that is not a Stripe list (not JSON, no ``data``, an item without ``id``/``created``) fails naming
+the connection and the page; NUL characters, which no warehouse column can hold, are removed from a
+charge with a warning naming it, so one such charge cannot block every load.
 Rate limits and server errors are retried the way Stripe asks (``Stripe-Should-Retry``,
 ``Retry-After``), with exponential backoff otherwise, and each request gives up after a bounded
 time, so a stuck API fails the task instead of hanging it. A rejected key fails at once and names
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = (Column("id", "text"), Column("created", "bigint"), Column("payload", "jsonb"))
 PAGE_SIZE = 100  # Stripe's maximum
+EVENT_TYPES = "charge.*"  # refunded, updated, refund.updated, dispute.*: every change to a charge
+EVENT_RETENTION_S = 30 * 86_400  # Stripe lists events of the last 30 days only
 _RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
 
 
@@ -71,15 +78,66 @@ class StripeClient:
 
     def charges(self, created_gte: int | None = None) -> Iterator[dict[str, Any]]:
         """Every charge (created at or after ``created_gte`` when given), newest first, each once."""
-        params: dict[str, Any] = {"limit": PAGE_SIZE}
+        for item in self._list("/v1/charges", {} if created_gte is None else {"created[gte]": created_gte}):
+            yield self._checked_charge(item, "/v1/charges")
+
+    def events(self, created_gte: int | None = None) -> Iterator[dict[str, Any]]:
+        """Charge events (``charge.*``: refunds, updates, disputes) created at or after ``created_gte``,
+        newest first: how a change to a charge older than the re-read window is found."""
+        params: dict[str, Any] = {"type": EVENT_TYPES}
         if created_gte is not None:
             params["created[gte]"] = created_gte
+        for event in self._list("/v1/events", params):
+            data = event.get("data")
+            obj = data.get("object") if isinstance(data, dict) else None
+            if not isinstance(obj, dict) or not isinstance(event.get("created"), int):
+                raise self._malformed("/v1/events", f"event {event.get('id')!r} has no `created` or `data.object`")
+            yield event
+
+    def newest_event_created(self) -> int | None:
+        """``created`` of the newest charge event, None when there is none."""
+        newest = next(self.events(), None)
+        return None if newest is None else newest["created"]
+
+    def charge_of(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The charge an event is about: its ``data.object`` for charge events, otherwise (a refund's
+        or dispute's event) the charge as it is now, retrieved by the object's ``charge`` id."""
+        obj = event["data"]["object"]
+        if obj.get("object", "charge") == "charge":
+            return self._checked_charge(obj, f"/v1/events ({event.get('id')})")
+        charge_id = obj.get("charge")
+        if not isinstance(charge_id, str):
+            raise self._malformed("/v1/events", f"event {event.get('id')!r} names no charge")
+        return self._checked_charge(self.get(f"/v1/charges/{charge_id}", {}), f"/v1/charges/{charge_id}")
+
+    def _list(self, path: str, filters: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item of a Stripe list endpoint, page by page with ``starting_after``."""
+        params: dict[str, Any] = {"limit": PAGE_SIZE, **filters}
         while True:
-            page = self.get("/v1/charges", params)
-            yield from page["data"]
-            if not page["has_more"] or not page["data"]:
+            where = f"{path} page after {params.get('starting_after') or 'the start'}"
+            page = self.get(path, params)
+            data = page.get("data")
+            if not isinstance(data, list) or not isinstance(page.get("has_more"), bool):
+                raise self._malformed(where, "the list has no `data` array or `has_more` flag")
+            for item in data:
+                if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                    raise self._malformed(where, f"an item has no `id`: {str(item)[:120]}")
+            yield from data
+            if not page["has_more"] or not data:
                 return
-            params["starting_after"] = page["data"][-1]["id"]
+            params["starting_after"] = data[-1]["id"]
+
+    def _checked_charge(self, charge: dict[str, Any], where: str) -> dict[str, Any]:
+        """The charge with the fields raw relies on, and without NUL characters (see :func:`without_nul`)."""
+        if not isinstance(charge.get("id"), str) or not isinstance(charge.get("created"), int):
+            raise self._malformed(where, f"charge {charge.get('id')!r} has no string `id` or integer `created`")
+        return without_nul(charge)
+
+    def _malformed(self, where: str, problem: str) -> StripeApiError:
+        return StripeApiError(
+            f"Stripe {where} via connection '{self._conn_id}' sent a malformed response: {problem}. "
+            f"Check that the connection's host ({self._base_url}) is the Stripe API, not a proxy or another service."
+        )
 
     def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         """One GET with Stripe's retry rules; raises once retrying cannot help or the budget is spent."""
@@ -111,7 +169,16 @@ class StripeClient:
                 f"{_error_type(response)}): set the connection's password to a valid key for {self._base_url}."
             )
         if response.ok:
-            return response.json()
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise self._malformed(
+                    f"{path} (params {params})", f"HTTP {response.status_code} with a body that is not a JSON object "
+                    f"(Content-Type {response.headers.get('Content-Type')!r})",
+                )  # fmt: skip
+            return body
         should_retry = response.headers.get("Stripe-Should-Retry")
         retryable = should_retry == "true" or (should_retry != "false" and response.status_code in _RETRYABLE_STATUS)
         reason = f"HTTP {response.status_code} {_error_type(response)}"
@@ -120,16 +187,80 @@ class StripeClient:
         return reason, _retry_after(response)
 
 
+def without_nul(charge: dict[str, Any]) -> dict[str, Any]:
+    """The charge with NUL characters removed from its strings, with a warning naming the charge
+    and the fields. Neither Postgres ``jsonb`` nor ``text`` can hold a NUL, so one charge with a NUL
+    in its metadata would otherwise fail every load; dropping the character keeps the charge."""
+    fields: list[str] = []
+
+    def clean(value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            if "\x00" in value:
+                fields.append(path)
+                return value.replace("\x00", "")
+            return value
+        if isinstance(value, dict):
+            return {clean(k, path): clean(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(charge, "")
+    if fields:
+        log.warning("Stripe charge %s: removed NUL characters from %s (a warehouse cannot store them)",
+                    charge.get("id"), ", ".join(fields))  # fmt: skip
+    return cleaned
+
+
+@dataclass
+class EventWindow:
+    """The events reconciliation of one load: read events from ``since``; ``newest`` is the
+    ``created`` of the newest event read (the next mark), left as it was when none came."""
+
+    since: int | None
+    newest: int | None = None
+
+
 def raw_table(entry: StripeCharges) -> RawTable:
     """``raw.<name>``: the charge id, ``created`` as Stripe sends it, and the whole charge as ``payload``."""
     return RawTable(entry.raw_table, COLUMNS, entry.primary_key)
 
 
-def charge_rows(entry: StripeCharges, created_gte: int | None, retry: RetryPolicy = RetryPolicy()) -> Iterator[bytes]:
-    """CSV chunks of ``raw.stripe_charges`` rows: id, created, the whole charge as JSON."""
+def charge_rows(
+    entry: StripeCharges, created_gte: int | None, events: EventWindow | None = None, retry: RetryPolicy = RetryPolicy()
+) -> Iterator[bytes]:
+    """CSV chunks of ``raw.stripe_charges`` rows: id, created, the whole charge as JSON — the
+    charges created since ``created_gte``, then (with ``events``) those changed since its mark."""
     client = StripeClient(entry.conn_id, retry)
-    rows = ((c["id"], c["created"], json.dumps(c, separators=(",", ":"))) for c in client.charges(created_gte))
-    yield from csv_chunks(rows)
+    charges = _charges_and_changes(client, created_gte, events)
+    yield from csv_chunks((c["id"], c["created"], json.dumps(c, separators=(",", ":"))) for c in charges)
+
+
+def _charges_and_changes(
+    client: StripeClient, created_gte: int | None, events: EventWindow | None
+) -> Iterator[dict[str, Any]]:
+    """Each charge once: the listed window first, then the newest state (events come newest first)
+    of every other charge an event touched — one row per key, as a merge needs."""
+    if events is not None and created_gte is None:
+        # A full listing reads every charge as it is now: only the mark is needed, taken before the
+        # listing so a change made while it runs is read again next time rather than missed.
+        events.newest = client.newest_event_created()
+        events = None
+    seen: set[str] = set()
+    for charge in client.charges(created_gte):
+        seen.add(charge["id"])
+        yield charge
+    if events is None:
+        return
+    if events.since is not None and events.since < time.time() - EVENT_RETENTION_S:
+        log.warning("Stripe events since %s are older than Stripe keeps them (30 days): some refunds may be "
+                    "missed; run the source once with full_refresh to be sure.", events.since)  # fmt: skip
+    for event in client.events(events.since):
+        events.newest = max(event["created"], events.newest or event["created"])
+        charge = client.charge_of(event)
+        if charge["id"] not in seen:
+            seen.add(charge["id"])
+            yield charge
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -34,6 +34,21 @@ class ReplaceScope:
     values: tuple[Any, ...]
 
 
+@dataclass(frozen=True)
+class StagedCursor:
+    """The staged rows' cursor against the source's clock (``until``): what the mark may take and
+    what it must not. ``future_keys`` are a few keys (as text) of the future-dated rows, newest first."""
+
+    newest: Any  # largest cursor at or before ``until``; None when none
+    future: int = 0  # rows whose cursor is after ``until``: loaded, but no mark may follow them
+    future_max: Any = None
+    future_keys: tuple[str, ...] = ()
+    nulls: int = 0  # rows with a NULL cursor: read on every load, no mark can cover them
+
+
+FUTURE_KEY_EXAMPLES = 5
+
+
 class WarehouseSession(ABC):
     """One load's connection and transaction. Nothing in ``raw`` changes before :meth:`commit`."""
 
@@ -48,6 +63,17 @@ class WarehouseSession(ABC):
     @abstractmethod
     def staged_max(self, table: RawTable, column: str) -> Any:
         """Largest ``column`` among the staged rows (the new high-water mark), None when none."""
+
+    @abstractmethod
+    def staged_cursor(self, table: RawTable, column: str, until: Any) -> StagedCursor:
+        """The staged ``column`` against ``until`` in one query (a second one, for example keys, only
+        when future-dated rows were staged)."""
+
+    @abstractmethod
+    def has_rows(self, table: RawTable) -> bool:
+        """Whether raw ``table`` held a row when the session began. Asked before the source read: a
+        raw table emptied behind its high-water mark must be loaded in full. Answered from a round
+        trip the session makes anyway."""
 
     @abstractmethod
     def merge(self, table: RawTable, replace: ReplaceScope | None = None) -> int:
@@ -72,7 +98,7 @@ class Warehouse(ABC):
 
     name: str
     # What stage() takes from a PostgreSQL source's COPY TO STDOUT: ``csv`` everywhere; ``binary``
-    # where the warehouse is PostgreSQL itself (no text formatting and parsing: ~35% faster).
+    # where the warehouse is PostgreSQL itself (no text formatting and parsing).
     source_copy_format: str = "csv"
 
     @abstractmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -26,18 +27,21 @@ from psycopg import sql
 
 from include.ingestion.tables import LOAD_COLUMNS, RawTable
 from include.ingestion.warehouse.base import (
+    FUTURE_KEY_EXAMPLES,
     RAW_SCHEMA,
     ReplaceScope,
+    StagedCursor,
     Warehouse,
     WarehouseSession,
     staging_name,
 )
+from include.orchestration.policies import ConnectionLimits, connection_limits
 
 log = logging.getLogger(__name__)
 
 # The load columns' defaults: the writing session's batch, set on its connection by _start.
-# transaction_timestamp(), not a setting cast to timestamptz: parsing a timestamp per row made a
-# COPY into raw ~50% slower (0.82 s vs 0.55 s for 300k rows, measured).
+# transaction_timestamp(), not a setting cast to timestamptz: parsing a timestamp per row made
+# every COPY into raw markedly slower (docs/performance.md).
 _LOAD_DEFAULTS = {
     "_loaded_at": sql.SQL("transaction_timestamp()"),
     "_batch_id": sql.SQL("current_setting('ingestion.batch_id')"),
@@ -54,7 +58,35 @@ def connect(conn_id: str, application_name: str = "ingestion") -> psycopg.Connec
     and no transaction is open when the connection is handed over.
     """
     options = f"-c TimeZone=UTC -c application_name={application_name}"
-    return PostgresHook(postgres_conn_id=conn_id, options=options).get_conn()
+    return LimitedPostgresHook(postgres_conn_id=conn_id, options=options).get_conn()
+
+
+_LIMIT_KEYS = frozenset(f.name for f in fields(ConnectionLimits))
+
+
+class LimitedPostgresHook(PostgresHook):
+    """The provider's hook with the session limits of policies.yml (``connections:``), so a network
+    partition or a lock queue fails the task within seconds to minutes, not at its
+    ``execution_timeout``. The Connection's extras may set the same keys; they win."""
+
+    ignored_extra_options = PostgresHook.ignored_extra_options | _LIMIT_KEYS  # not libpq options as spelt
+
+    def _create_connection(self, conn_args: dict[str, Any]) -> Any:
+        limits = connection_limits(self.get_conn_id(), self.connection.extra_dejson)
+        return super()._create_connection({**conn_args, **session_limits(limits, conn_args.get("options"))})
+
+
+def session_limits(limits: ConnectionLimits, options: str | None = None) -> dict[str, Any]:
+    """libpq connection parameters for ``limits``; the server-side timeouts join ``options``."""
+    server = f"-c statement_timeout={limits.statement_timeout}s -c lock_timeout={limits.lock_timeout}s"
+    return {
+        "connect_timeout": limits.connect_timeout,
+        "keepalives": 1,
+        "keepalives_idle": limits.keepalives_idle,
+        "keepalives_interval": limits.keepalives_interval,
+        "keepalives_count": limits.keepalives_count,
+        "options": f"{options} {server}" if options else server,
+    }
 
 
 class PostgresWarehouse(Warehouse):
@@ -73,15 +105,19 @@ class PostgresWarehouse(Warehouse):
     ) -> Iterator[PostgresSession]:
         conn = connection or self.connect()
         try:
-            yield PostgresSession(conn, batch_id, _start(conn, batch_id, tables))
+            yield PostgresSession(conn, batch_id, _start(conn, batch_id, tables), tables)
         finally:
             conn.close()  # an uncommitted transaction is rolled back by the server
 
 
 class PostgresSession(WarehouseSession):
-    def __init__(self, conn: psycopg.Connection, batch_id: str, loaded_at: datetime) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, batch_id: str, loaded_at: datetime, tables: Sequence[RawTable] = ()
+    ) -> None:
         super().__init__(batch_id, loaded_at)
         self._conn = conn
+        self._unprobed = list(tables)  # has_rows() answers come with the first read()'s round trip
+        self._has_rows: dict[str, bool] = {}
         self._direct: dict[str, bool] = {}  # table → staged straight into raw (it was empty)
         self._staged_rows: dict[str, int] = {}
 
@@ -102,6 +138,32 @@ class PostgresSession(WarehouseSession):
     def staged_max(self, table: RawTable, column: str) -> Any:
         query = sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), self._staged(table))
         return self._conn.execute(query).fetchone()[0]
+
+    def staged_cursor(self, table: RawTable, column: str, until: Any) -> StagedCursor:
+        cursor, staged = sql.Identifier(column), self._staged(table)
+        summary = sql.SQL(
+            "SELECT max({c}) FILTER (WHERE {c} <= %(until)s), count({c}) FILTER (WHERE {c} > %(until)s),"
+            " max({c}), count(*) - count({c}) FROM {staged}"
+        ).format(c=cursor, staged=staged)
+        newest, future, future_max, nulls = self._conn.execute(summary, {"until": until}).fetchone()
+        if not future:
+            return StagedCursor(newest, nulls=nulls)
+        keys = sql.SQL("SELECT concat_ws(', ', {key}) FROM {staged} WHERE {c} > %(until)s ORDER BY {c} DESC LIMIT {n}")
+        examples = self._conn.execute(
+            keys.format(key=_names(table.key), staged=staged, c=cursor, n=FUTURE_KEY_EXAMPLES), {"until": until}
+        )
+        return StagedCursor(newest, future, future_max, tuple(row[0] for row in examples), nulls)
+
+    def has_rows(self, table: RawTable) -> bool:
+        if table.name not in self._has_rows:
+            self._probe([table])
+        return self._has_rows[table.name]
+
+    def _probe(self, tables: Sequence[RawTable]) -> None:
+        """Look whether each raw table has a row, in one query."""
+        looks = sql.SQL(", ").join(sql.SQL("EXISTS (SELECT FROM {})").format(_raw(t)) for t in tables)
+        found = self._conn.execute(sql.SQL("SELECT {}").format(looks)).fetchone()
+        self._has_rows.update(zip((t.name for t in tables), found, strict=True))
 
     def _staged(self, table: RawTable) -> sql.Identifier:
         """Where ``table``'s rows were staged: its temporary table, or raw itself on a first load."""
@@ -132,7 +194,7 @@ class PostgresSession(WarehouseSession):
         """True when the raw table is empty and takes the COPY directly: then other writers are
         locked out (readers go on) and it is looked at again. A table with rows needs no lock: its
         rows go to a temporary table, created in the same round trip as the first look (and left
-        unused, at the cost of ~1 ms, by a first load)."""
+        unused, at the cost of one cheap statement, by a first load)."""
         columns = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns
         )
@@ -147,8 +209,13 @@ class PostgresSession(WarehouseSession):
         return not self._conn.execute(has_rows).fetchone()[0]
 
     def read(self, table: RawTable) -> list[dict[str, Any]]:
+        """The rows; the first read also probes the session's tables for has_rows(), in its round trip."""
+        probes, self._unprobed = self._unprobed, []
         with self._conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
-            cursor.execute(sql.SQL("SELECT * FROM {}").format(_raw(table)))
+            with self._conn.pipeline():
+                cursor.execute(sql.SQL("SELECT * FROM {}").format(_raw(table)))
+                if probes:
+                    self._probe(probes)
             return list(cursor.fetchall())
 
     def commit(self) -> None:

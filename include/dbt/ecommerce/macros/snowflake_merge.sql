@@ -7,6 +7,14 @@
   DBT_INTERNAL_DEST.X or DBT_INTERNAL_SOURCE.X") and every incremental merge fails. Snowflake
   itself resolves bare names to the source and accepts the qualified ones alike (its own MERGE
   examples qualify them), so the statement means the same on both.
+
+  And the statement runs on its own, not inside dbt-snowflake's `begin; ...; commit;`: it is one
+  statement, which Snowflake runs atomically in autocommit mode anyway (dbt-snowflake returns it
+  unwrapped itself for catalog-linked databases). Why: fakesnow runs a MERGE as several DuckDB
+  statements: a CREATE TABLE of its merge candidates (in the target's database) that it then
+  records in its own `_fs_global` database, the UPDATE, the INSERT. Inside one explicit transaction
+  DuckDB refuses the second database ("a single transaction can only write to a single attached
+  database"), so every incremental run after the first failed on the local Snowflake.
 -#}
 {% macro snowflake__get_merge_sql(target, source_sql, unique_key, dest_columns, incremental_predicates) -%}
     {%- set dest_cols_csv = get_quoted_csv(dest_columns | map(attribute='name')) -%}
@@ -35,9 +43,5 @@
     {%- endif -%}
     {%- endset -%}
 
-    {% if snowflake__is_catalog_linked_database(relation=config.model) %}
-        {% do return(dml) %}
-    {% else %}
-        {% do return(snowflake_dml_explicit_transaction(dml)) %}
-    {% endif %}
+    {% do return(dml) %}
 {% endmacro %}

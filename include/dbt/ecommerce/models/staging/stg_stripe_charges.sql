@@ -1,5 +1,6 @@
 {#- The charge object's fields unpacked from `payload` (jsonb / VARIANT) with the cross-warehouse
-    json_text accessor; amounts converted from cents to dollars. -#}
+    json_text accessor; amounts converted from the currency's minor units (cents; whole yen for
+    zero-decimal currencies) to major units. -#}
 with source as (
     select * from {{ source('raw', 'stripe_charges') }}
 ),
@@ -14,8 +15,8 @@ unpacked as (
         cast(created as bigint) as created_unix,
         {{ json_text('payload', ['metadata', 'order_id']) }} as metadata_order_id,
         {{ json_text('payload', ['customer']) }} as stripe_customer_id,
-        cast({{ json_text('payload', ['amount']) }} as bigint) as amount_cents,
-        cast({{ json_text('payload', ['amount_refunded']) }} as bigint) as amount_refunded_cents,
+        cast({{ json_text('payload', ['amount']) }} as bigint) as amount_minor,
+        cast({{ json_text('payload', ['amount_refunded']) }} as bigint) as amount_refunded_minor,
         {{ json_text('payload', ['currency']) }} as currency,
         {{ json_text('payload', ['status']) }} as status,
         cast({{ json_text('payload', ['paid']) }} as boolean) as is_paid,
@@ -30,8 +31,8 @@ select
     {{ safe_cast_id('metadata_order_id') }} as order_id,
     metadata_order_id,
     stripe_customer_id,
-    {{ cents_to_dollars('amount_cents') }} as amount,
-    {{ cents_to_dollars('amount_refunded_cents') }} as amount_refunded,
+    {{ minor_to_major('amount_minor', 'currency') }} as amount,
+    {{ minor_to_major('amount_refunded_minor', 'currency') }} as amount_refunded,
     currency,
     status,
     is_paid,
