@@ -22,6 +22,14 @@ from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNoti
 SLACK_CONN_ID = "slack_alerts"
 SLACK_TIMEOUT_S = 10
 _WEBHOOK_PATH = re.compile(r"/services/[^\s'\"]+")
+_ENCODED_WEBHOOK_PATH = re.compile(r"%2Fservices%2F[^\s'\"&]+", re.IGNORECASE)
+# scheme://user:pass@ and its URL-encoded form scheme%3A%2F%2Fuser%3Apass%40 (greedy: a password
+# may itself hold an encoded @; cutting too much of a URL is the safe side)
+_URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*(?::|%3A)(?://|%2F%2F))[^\s/'\"<>@]*(@|%40)", re.IGNORECASE)
+# psycopg/libpq lines that quote data: DETAIL (key values, failing rows), CONTEXT (a COPY's line)
+_DRIVER_DETAIL_LINE = re.compile(r"\b((?:DETAIL|CONTEXT):)[^\n]*")  # to the line's end: also when one-lined
+_KEY_VALUES = re.compile(r"Key \(([^)]*)\)=\((?:[^()]|\([^()]*\))*\)")
+_FAILING_ROW = re.compile(r"(Failing row contains) \((?:[^()]|\([^()]*\))*\)")
 _MAX_ERROR_CHARS = 500
 # slack_sdk's retry path logs the full webhook URL, token included; an alert is best effort, so
 # it is sent once and a failure is only a warning.
@@ -72,9 +80,23 @@ class SlackMessage:
 
 
 def redact(text: str) -> str:
-    """Drop webhook paths (they carry the token) and cap the length."""
-    cleaned = _WEBHOOK_PATH.sub("/services/***", text)
+    """Alert-safe error text: no credentials, no row values, capped.
+
+    Slack is outside Airflow's secrets masker, so what an exception carries (a landing URL's
+    ``user:pass@``, a psycopg ``DETAIL``/``Key (...)=(...)`` line with a row's values, a webhook
+    token in a URL path) is cut here; the task log keeps the full error, where the masker applies.
+    """
+    cleaned = scrub(text)
     return cleaned if len(cleaned) <= _MAX_ERROR_CHARS else cleaned[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+def scrub(text: str) -> str:
+    """``text`` without URL credentials (plain or URL-encoded), row values or webhook tokens."""
+    text = _DRIVER_DETAIL_LINE.sub(r"\1 ***", text)
+    text = _KEY_VALUES.sub(r"Key (\1)=(***)", text)
+    text = _FAILING_ROW.sub(r"\1 (***)", text)
+    text = _URL_USERINFO.sub(r"\1***\2", text)
+    return _WEBHOOK_PATH.sub("/services/***", _ENCODED_WEBHOOK_PATH.sub("%2Fservices%2F***", text))
 
 
 def format_duration(seconds: float) -> str:

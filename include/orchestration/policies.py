@@ -9,7 +9,7 @@ naming the file and the key.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -33,6 +33,7 @@ class TaskPolicy:
     execution_timeout: timedelta
     retry_exponential_backoff: bool = False
     max_retry_delay: timedelta | None = None
+    pool: str | None = None  # e.g. dbt_build: one Airflow pool serialises builds across DAGs
 
     def operator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for any Airflow operator (or ``default_args``)."""
@@ -44,13 +45,40 @@ class TaskPolicy:
         }
         if self.max_retry_delay is not None:
             kwargs["max_retry_delay"] = self.max_retry_delay
+        if self.pool is not None:
+            kwargs["pool"] = self.pool
         return kwargs
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How long a database session may wait, in seconds, so a partition or a lock queue fails the
+    task with a clear error instead of holding it until its ``execution_timeout``.
+
+    Postgres: ``connect_timeout``, TCP keepalives (``keepalives_idle`` then ``keepalives_count``
+    probes ``keepalives_interval`` apart), ``statement_timeout`` and ``lock_timeout``. Snowflake's
+    connector: ``login_timeout`` (= ``connect_timeout``) and ``network_timeout``
+    (= ``statement_timeout``).
+    """
+
+    connect_timeout: int = 10
+    keepalives_idle: int = 30
+    keepalives_interval: int = 10
+    keepalives_count: int = 3
+    statement_timeout: int = 1800
+    lock_timeout: int = 60
+
+    def overridden(self, extras: dict[str, Any]) -> ConnectionLimits:
+        """These limits with any of the same keys a Connection's extras set (the extras win)."""
+        names = {f.name for f in fields(ConnectionLimits)}
+        return replace(self, **{key: int(value) for key, value in extras.items() if key in names})
 
 
 @dataclass(frozen=True)
 class Policies:
     tasks: dict[str, TaskPolicy]
     run_deadline: timedelta
+    connections: dict[str, ConnectionLimits] = field(default_factory=dict)  # conn id → limits; "default"
 
 
 def task_policy(task_type: str) -> TaskPolicy:
@@ -66,6 +94,12 @@ def run_deadline() -> timedelta:
     return load_policies().run_deadline
 
 
+def connection_limits(conn_id: str, extras: dict[str, Any] | None = None) -> ConnectionLimits:
+    """The limits for one Connection: its policies.yml entry, else ``default``, then its extras."""
+    limits = load_policies().connections
+    return limits.get(conn_id, limits.get("default", ConnectionLimits())).overridden(extras or {})
+
+
 @cache
 def load_policies(path: Path = POLICIES_FILE) -> Policies:
     document = yaml.safe_load(path.read_text()) or {}
@@ -73,7 +107,25 @@ def load_policies(path: Path = POLICIES_FILE) -> Policies:
     deadline = (document.get("deadline") or {}).get("run_finishes_within")
     if not isinstance(deadline, (int, float)) or deadline <= 0:
         raise PolicyError(f"{path}: deadline.run_finishes_within must be a positive number of minutes")
-    return Policies(tasks=tasks, run_deadline=timedelta(minutes=deadline))
+    return Policies(tasks=tasks, run_deadline=timedelta(minutes=deadline), connections=_connections(path, document))
+
+
+def _connections(path: Path, document: dict[str, Any]) -> dict[str, ConnectionLimits]:
+    """``connections:``: a ``default`` entry and per-Connection entries, each over the default."""
+    raw = document.get("connections") or {}
+    allowed = {f.name for f in fields(ConnectionLimits)}
+    default = ConnectionLimits()
+    limits: dict[str, ConnectionLimits] = {}
+    for conn_id in sorted(raw, key=lambda name: name != "default"):  # default first: the others build on it
+        spec = raw[conn_id] or {}
+        unknown = spec.keys() - allowed if isinstance(spec, dict) else {"<not a mapping>"}
+        if unknown:
+            raise PolicyError(f"{path}: connections.{conn_id} has unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+        for key, value in spec.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise PolicyError(f"{path}: connections.{conn_id}.{key} must be a positive whole number of seconds")
+        limits[conn_id] = (default if conn_id == "default" else limits.get("default", default)).overridden(spec)
+    return limits
 
 
 def _task_policy(path: Path, name: str, spec: Any) -> TaskPolicy:
@@ -93,7 +145,14 @@ def _task_policy(path: Path, name: str, spec: Any) -> TaskPolicy:
         execution_timeout=minutes["execution_timeout"],
         retry_exponential_backoff=bool(spec.get("retry_exponential_backoff", False)),
         max_retry_delay=minutes.get("max_retry_delay"),
+        pool=_pool(path, name, spec.get("pool")),
     )
+
+
+def _pool(path: Path, name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise PolicyError(f"{path}: tasks.{name}.pool must be the name of an Airflow pool, got {value!r}")
+    return value
 
 
 def _minutes(path: Path, name: str, key: str, value: Any) -> timedelta:

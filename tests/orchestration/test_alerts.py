@@ -109,3 +109,35 @@ def test_wrong_token_only_warns(slack, monkeypatch, warnings_logged) -> None:
 def test_redact_strips_webhook_paths() -> None:
     assert redact("POST http://h/services/T0/B0/abc failed") == "POST http://h/services/*** failed"
     assert len(redact("x" * 5000)) == 500
+
+
+def a_real_unique_violation(dsn: str) -> Exception:
+    """What psycopg raises on a duplicate key: its DETAIL line quotes the row's key values."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE customers (email text PRIMARY KEY)")
+        conn.execute("INSERT INTO customers VALUES ('jane.doe@example.com')")
+        try:
+            conn.execute("INSERT INTO customers VALUES ('jane.doe@example.com')")
+        except psycopg.errors.UniqueViolation as error:
+            return error
+    raise AssertionError("the duplicate insert did not fail")
+
+
+@pytest.mark.parametrize("kind", [AlertKind.FAILURE, AlertKind.RETRY])
+def test_alert_text_carries_no_credentials_or_row_values(slack, new_database, kind) -> None:
+    from urllib.parse import quote
+
+    violation = a_real_unique_violation(new_database("alerts"))
+    assert "jane.doe@example.com" in str(violation)  # the driver does quote it
+    url = "https://landing-user:Landing-Pa55@files.example.com/marketing"
+    landing = RuntimeError(f"Landing location {url} not readable; retried {quote(url, safe='')}")
+    for error in (violation, landing):
+        context = {**failed_task_context(), "exception": error}
+        PipelineAlert(kind).notify(context)
+    body = json.dumps([m["payload"] for m in slack.messages])
+    assert len(slack.messages) == 2 and "UniqueViolation: duplicate key value" in body
+    assert "files.example.com" in body  # where it failed stays readable
+    for secret in ("jane.doe@example.com", "Landing-Pa55", quote("Landing-Pa55", safe=""), "landing-user"):
+        assert secret not in body, secret

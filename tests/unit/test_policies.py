@@ -45,3 +45,34 @@ def test_a_bad_policies_file_is_refused_with_the_key(tmp_path: Path, body: str, 
     path.write_text(body)
     with pytest.raises(PolicyError, match=message):
         load_policies(path)
+
+
+def test_connection_limits_per_connection_over_the_default_and_extras_win() -> None:
+    from include.orchestration.policies import connection_limits
+
+    default = load_policies().connections["default"]
+    source = connection_limits("ecommerce_source")
+    assert source.connect_timeout == default.connect_timeout and source.lock_timeout > 0
+    assert connection_limits("unknown_connection") == default
+    assert connection_limits("ecommerce_source", {"lock_timeout": "3", "host": "x"}).lock_timeout == 3
+
+
+def test_a_bad_connection_limit_names_the_connection_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "policies.yml"
+    path.write_text("tasks: {}\ndeadline: {run_finishes_within: 30}\nconnections: {warehouse_postgres: {lock_timout: 5}}\n")
+    with pytest.raises(PolicyError, match=r"connections.warehouse_postgres.*lock_timout.*lock_timeout"):
+        load_policies(path)
+
+
+def test_the_snowflake_connector_gets_login_and_network_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
+    from include.orchestration.policies import connection_limits
+
+    body = {"conn_type": "snowflake", "login": "u", "password": "p", "schema": "raw",
+            "extra": json.dumps({"account": "local", "database": "analytics", "network_timeout": 7})}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", json.dumps(body))
+    params = ProtocolAwareSnowflakeHook(snowflake_conn_id="warehouse_snowflake")._get_conn_params()
+    assert params["login_timeout"] == connection_limits("warehouse_snowflake").connect_timeout
+    assert params["network_timeout"] == 7  # the Connection's extras override policies.yml
