@@ -9,8 +9,13 @@ In one go, on a fresh local stack at the chosen scale (``small`` | ``medium`` | 
    the project (the work of the full and of the incremental dbt stage), and the ``psql COPY``
    pipe for the four OLTP tables the extraction loads;
 4. DAG parse time of the pipeline DAG file vs an empty DAG file (after the stack stopped);
-5. peak memory (VmHWM) of the scheduler and of the largest task process, sampled from /proc;
-6. with ``--models-curve 1,4,16``: the dbt stage (a ``DbtDag`` of the project with every model
+5. peak memory (VmHWM) of the scheduler and of the largest task process, sampled from /proc, and
+   the peak number of task processes alive at once during each run's dbt stage;
+6. the whole pipeline against its floor measured in the same session: the COPY pipe, a plain
+   ``dbt build`` and a plain ``dbt docs generate``;
+7. a retry from the grid: ``transform.<model>.run`` cleared with its downstream (as *Clear* does)
+   after the incremental run, against a plain ``dbt build --select <model>+``;
+8. with ``--models-curve 1,4,16``: the dbt stage (a ``DbtDag`` of the project with every model
    replicated N times, through the scheduler), a plain ``dbt build`` of it, and its parse time.
 
 Prints a table and writes ``bench-results/pipeline_<scale>_<time>.json``.
@@ -32,7 +37,7 @@ from pathlib import Path
 import psutil
 
 from include.dev import shopgen
-from include.dev.airflow_client import api, task_instances, trigger, wait_for_dag, wait_for_run
+from include.dev.airflow_client import api, clear_tasks, task_instances, trigger, wait_for_dag, wait_for_run
 from include.dev.bench_el import RESULTS, TABLES, create_like, peak_rss_mib, psql_copy_pipe
 from include.dev.bench_parse import empty_dag_seconds, parse_seconds
 from include.dev.embedded_postgres import find_free_port
@@ -40,6 +45,7 @@ from include.dev.stack import REPO_ROOT, LocalStack, StackLayout
 
 DAG_ID = "ecommerce_elt"
 STAGES = ("health", "extraction", "dbt", "docs", "notify")
+CLEARED_MODEL = "fct_orders"  # the retry from the grid: a mart with descendants and tests
 BENCH_ROOT = REPO_ROOT / ".local" / "bench"
 
 
@@ -65,6 +71,11 @@ class RunTiming:
     tasks: int
     # per task: seconds from the run's start to queued, started and ended (JSON only: where time goes)
     timeline: list[dict] = field(default_factory=list)
+    # most task processes (Airflow supervisors) alive at once while the dbt stage ran
+    peak_task_processes: int = 0
+    run_id: str = ""
+    # the dbt stage's first task start and last task end (for the process count; not in the JSON)
+    dbt_window: tuple[datetime, datetime] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, label: str, run: dict, instances: list[dict], stage: Callable[[str], str] = stage_of) -> RunTiming:
@@ -82,7 +93,10 @@ class RunTiming:
              for ti in instances),
             key=lambda t: t.get("start", 1e9),
         )  # fmt: skip
-        return cls(label, round(total, 1), {k: round(v, 1) for k, v in stages.items()}, len(instances), timeline)
+        dbt_times = spans.get("dbt")
+        window = (min(dbt_times), max(dbt_times)) if dbt_times else None
+        return cls(label, round(total, 1), {k: round(v, 1) for k, v in stages.items()}, len(instances), timeline,
+                   dbt_window=window)  # fmt: skip
 
 
 _TIMELINE_FIELDS = (("queued", "queued_when"), ("start", "start_date"), ("end", "end_date"))
@@ -101,6 +115,7 @@ class PeakMemory(threading.Thread):
         super().__init__(daemon=True)
         self.scheduler_pid, self.interval_s = scheduler_pid, interval_s
         self.peaks: dict[int, tuple[float, str]] = {}
+        self.task_processes: list[tuple[datetime, int]] = []  # (when, supervisors alive)
         self._stopped = threading.Event()
 
     def run(self) -> None:
@@ -110,14 +125,28 @@ class PeakMemory(threading.Thread):
                 processes = [scheduler, *scheduler.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
+            titles = []
             for process in processes:
+                title = _title(process)
+                titles.append(title)
                 peak = peak_rss_mib(process.pid)
                 if peak is not None and peak > self.peaks.get(process.pid, (0.0, ""))[0]:
-                    self.peaks[process.pid] = (peak, _title(process))
+                    self.peaks[process.pid] = (peak, title)
+            # each task process runs under its own supervisor, titled by Airflow's executor
+            supervisors = sum(1 for title in titles if title.startswith("airflow supervisor:"))
+            self.task_processes.append((datetime.now().astimezone(), supervisors))
 
-    def stop(self) -> dict[str, object]:
+    def peak_task_processes(self, window: tuple[datetime, datetime] | None) -> int:
+        if window is None:
+            return 0
+        return max((count for when, count in self.task_processes if window[0] <= when <= window[1]), default=0)
+
+    def stop(self) -> None:
         self._stopped.set()
         self.join()
+
+    def summary(self) -> dict[str, object]:
+        """Peak memory so far: the scheduler's, and the largest task process's."""
         scheduler = self.peaks.get(self.scheduler_pid, (0.0, "scheduler"))[0]
         tasks = [(peak, title) for pid, (peak, title) in self.peaks.items()
                  if pid != self.scheduler_pid and "LocalExecutor" not in title and "serve-logs" not in title]  # fmt: skip
@@ -140,7 +169,14 @@ class BenchReport:
     baselines: dict[str, float] = field(default_factory=dict)
     parse: dict[str, float] = field(default_factory=dict)
     memory: dict[str, object] = field(default_factory=dict)
+    retry: dict[str, float] = field(default_factory=dict)  # clear one model with downstream
     curve: list[dict[str, float]] = field(default_factory=list)
+
+    def floor(self, run: str) -> float:
+        """The pipeline's floor: the same work done by the plain tools, back to back."""
+        build = "dbt build --full-refresh" if run == "full" else "dbt build"
+        b = self.baselines
+        return b["psql COPY pipe (4 tables)"] + b[build] + b["dbt docs generate"]
 
     def ratios(self) -> dict[str, float]:
         full, incremental = self.runs[0], self.runs[1]
@@ -150,6 +186,11 @@ class BenchReport:
             "dbt stage / plain dbt build (incremental)": incremental.stages["dbt"] / b["dbt build"],
             "extraction stage / psql COPY pipe": full.stages["extraction"] / b["psql COPY pipe (4 tables)"],
             "incremental run / full run": incremental.total_s / full.total_s,
+            "pipeline / floor (full: COPY pipe + dbt build --full-refresh + docs)": full.total_s / self.floor("full"),
+            "pipeline / floor (incremental: COPY pipe + dbt build + docs)": incremental.total_s / self.floor("incremental"),
+            f"clear {CLEARED_MODEL}.run with downstream / dbt build --select {CLEARED_MODEL}+": (
+                self.retry["seconds"] / b[f"dbt build --select {CLEARED_MODEL}+"]
+            ),
             "pipeline DAG parse / empty DAG parse": self.parse["pipeline_s"] / self.parse["empty_s"],
         }
 
@@ -163,6 +204,7 @@ class PipelineBench:
         self.stack = LocalStack(StackLayout(self.root / "local"), airflow_port=find_free_port(), dags_folder=dags_folder)
         self.base_url = f"http://127.0.0.1:{self.stack.ports.airflow}"
         self.report = BenchReport(scale)
+        self.sampler: PeakMemory | None = None
         self.task_ids: dict[str, str] = {}  # task instance id → task id, to name the largest task
 
     def _dags_folder(self) -> Path:
@@ -179,7 +221,7 @@ class PipelineBench:
         started = time.perf_counter()
         self.stack.up(self.scale, with_airflow=True)
         self.report.shop_generated_s = round(time.perf_counter() - started, 1)
-        memory = PeakMemory(self._scheduler_pid())
+        memory = self.sampler = PeakMemory(self._scheduler_pid())
         memory.start()
         try:
             wait_for_dag(self.base_url, DAG_ID)
@@ -188,9 +230,11 @@ class PipelineBench:
                                             self.stack.layout.marketing_landing_dir)  # fmt: skip
             say(f"one day of changes: {changes.new_orders} new orders, {changes.status_changes} status changes, "
                 f"{changes.late_refunds} late refunds")  # fmt: skip
-            self.report.runs.append(self._pipeline_run("incremental"))
-            self.report.memory = memory.stop()
+            incremental = self._pipeline_run("incremental")
+            self.report.runs.append(incremental)
+            self.report.memory = memory.summary()
             self._name_largest_task()
+            self.report.retry = self._retry_from_grid(incremental.run_id)
             self._baselines()
             for project in self.curve:
                 wait_for_dag(self.base_url, project.dag_id, timeout_s=600)
@@ -227,16 +271,36 @@ class PipelineBench:
         run = api(self.base_url, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         instances = task_instances(self.base_url, dag_id, run_id)
         timing = RunTiming.of(label, run, instances, stage_of if dag_id == DAG_ID else (lambda _: "dbt"))
+        timing.run_id = run_id
+        if self.sampler is not None:
+            timing.peak_task_processes = self.sampler.peak_task_processes(timing.dbt_window)
         self.task_ids.update({ti["id"]: ti["task_id"] for ti in instances})
-        say(f"{label}: {timing.total_s:.1f}s {timing.stages}")
+        say(f"{label}: {timing.total_s:.1f}s {timing.stages}, peak task processes in the dbt stage "
+            f"{timing.peak_task_processes}")  # fmt: skip
         return timing
+
+    def _retry_from_grid(self, run_id: str) -> dict[str, float]:
+        """*Clear* on one model's run task with its downstream, timed from the clear to the run's end."""
+        task_id = f"transform.{CLEARED_MODEL}.run"
+        started = time.perf_counter()
+        clear_tasks(self.base_url, DAG_ID, run_id, [task_id])
+        state = wait_for_run(self.base_url, DAG_ID, run_id, timeout_s=1800)
+        seconds = time.perf_counter() - started
+        if state != "success":
+            raise RuntimeError(f"the cleared run {run_id} ended {state}: see {self.stack.layout.logs_dir}")
+        cleared = [ti for ti in task_instances(self.base_url, DAG_ID, run_id) if (ti.get("try_number") or 0) > 1]
+        say(f"clear {task_id} with downstream: {seconds:.1f}s, {len(cleared)} tasks reran")
+        return {"cleared_tasks": len(cleared), "seconds": round(seconds, 1)}
 
     def _baselines(self) -> None:
         from include.orchestration.dbt_cli import run_dbt
 
         # the profile mapping reads the Connection the Airflow way; this process is the bench's own
         os.environ["AIRFLOW_CONN_WAREHOUSE_POSTGRES"] = self.stack.settings.connection("warehouse_postgres").to_env_value()
-        for label, args in (("dbt build --full-refresh", ["build", "--full-refresh"]), ("dbt build", ["build"])):
+        plain = (("dbt build --full-refresh", ["build", "--full-refresh"]), ("dbt build", ["build"]),
+                 (f"dbt build --select {CLEARED_MODEL}+", ["build", "--select", f"{CLEARED_MODEL}+"]),
+                 ("dbt docs generate", ["docs", "generate"]))  # fmt: skip
+        for label, args in plain:
             started = time.perf_counter()
             run_dbt(args)
             self.report.baselines[label] = round(time.perf_counter() - started, 1)
@@ -266,7 +330,8 @@ class PipelineBench:
         build_s = time.perf_counter() - started
         say(f"x{project.factor}: {project.models} models, dbt stage {timing.total_s:.1f}s, dbt build {build_s:.1f}s")
         return {"factor": project.factor, "models": project.models, "tasks": timing.tasks,
-                "dbt_stage_s": timing.total_s, "dbt_build_s": round(build_s, 1)}  # fmt: skip
+                "dbt_stage_s": timing.total_s, "dbt_build_s": round(build_s, 1),
+                "peak_task_processes": timing.peak_task_processes}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -323,11 +388,11 @@ def say(message: str) -> None:
 
 def table(report: BenchReport) -> str:
     lines = [f"scale {report.scale} (shop + stack up: {report.shop_generated_s}s)", ""]
-    header = f"{'run':<12} {'total':>7} " + " ".join(f"{s:>10}" for s in STAGES) + f" {'tasks':>6}"
+    header = f"{'run':<12} {'total':>7} " + " ".join(f"{s:>10}" for s in STAGES) + f" {'tasks':>6} {'peak procs':>10}"
     lines += [header, "-" * len(header)]
     for run in report.runs:
         cells = " ".join(f"{run.stages.get(s, 0.0):>9.1f}s" for s in STAGES)
-        lines.append(f"{run.label:<12} {run.total_s:>6.1f}s {cells} {run.tasks:>6}")
+        lines.append(f"{run.label:<12} {run.total_s:>6.1f}s {cells} {run.tasks:>6} {run.peak_task_processes:>10}")
     lines += ["", "baselines (same data, same session):"]
     lines += [f"  {name:<28} {seconds:>7.1f}s" for name, seconds in report.baselines.items()]
     lines += ["", "ratios:"]
@@ -337,10 +402,12 @@ def table(report: BenchReport) -> str:
     lines += [f"peak memory: scheduler {report.memory['scheduler_peak_mib']} MiB, largest task "
               f"{report.memory['largest_task_peak_mib']} MiB ({report.memory['largest_task']})"]  # fmt: skip
     if report.curve:
-        lines += ["", f"{'models':>7} {'tasks':>6} {'dbt stage':>10} {'dbt build':>10} {'ratio':>6} {'parse adds':>11}"]
+        lines += ["", f"{'models':>7} {'tasks':>6} {'dbt stage':>10} {'dbt build':>10} {'ratio':>6} {'parse adds':>11}"
+                      f" {'peak procs':>10}"]  # fmt: skip
         for point in report.curve:
             lines.append(f"{point['models']:>7} {point['tasks']:>6} {point['dbt_stage_s']:>9.1f}s {point['dbt_build_s']:>9.1f}s "
-                         f"{point['dbt_stage_s'] / point['dbt_build_s']:>6.2f} {point['parse_added_s']:>10.2f}s")  # fmt: skip
+                         f"{point['dbt_stage_s'] / point['dbt_build_s']:>6.2f} {point['parse_added_s']:>10.2f}s"
+                         f" {point['peak_task_processes']:>10}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -355,7 +422,7 @@ def main() -> None:
     print("\n" + table(report))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"pipeline_{args.scale}_{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps({**asdict(report), "ratios": report.ratios()}, indent=2))
+    out.write_text(json.dumps({**asdict(report), "ratios": report.ratios()}, indent=2, default=str))
     print(f"\nwritten to {out.relative_to(REPO_ROOT)}")
 
 

@@ -9,11 +9,15 @@ Both the pipeline's task group (``dags/ecommerce_elt.py``) and the transform-onl
 - render: tests after each model (a failing test stops that model's descendants only), sources as
   freshness-check tasks;
 - execution: dbt from its own virtualenv; retries and timeouts per node type from policies.yml;
+- consumers: each model/test/source task starts and, on the happy path, ends in the triggerer
+  (:mod:`include.orchestration.consumers`; :attr:`TransformSettings.consumers_start_from_trigger`);
 - each mart's task also updates a stable Asset (:data:`MART_ASSETS`) the consumers schedule on.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,16 @@ from typing import Any
 import airflow  # noqa: F401  (cosmos.constants needs Airflow initialised first)
 from airflow.sdk import Asset
 from cosmos import DbtDag, DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
+from cosmos.constants import (
+    DbtResourceType,
+    ExecutionMode,
+    InvocationMode,
+    LoadMode,
+    SourceRenderingBehavior,
+    TestBehavior,
+)
 
+from include.orchestration.consumers import ConsumerOptions, node_converters
 from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, project_names, require_manifest
 from include.orchestration.policies import task_policy
 from include.orchestration.profiles import RunWarehouseProfileMapping
@@ -41,19 +53,20 @@ class TransformSettings:
     invocation_mode: InvocationMode = InvocationMode.SUBPROCESS
     test_behavior: TestBehavior = TestBehavior.AFTER_EACH
     source_rendering: SourceRenderingBehavior = SourceRenderingBehavior.ALL
-    # How often a model/test sensor looks for its node's result; Cosmos's 10 s default adds up to
-    # 10 s per lineage level to the stage, a lookup costs one XCom query.
+    # How often a consumer (trigger or poking sensor) looks for its node's result; Cosmos's 10 s
+    # default adds up to 10 s per lineage level to the stage, a lookup costs one XCom query.
     watcher_poke_interval_s: int = 2
-    # Sensors poke in their own task process instead of deferring to the triggerer. A deferred
-    # sensor costs a second task start (DAG parse included) on resume, and Airflow 3.3 can fail a
-    # resumed task on a stale executor event (apache/airflow#72716, #71580: "Failed to report
-    # terminal task state ... 404", seen here). The price: a worker slot per waiting sensor, at most
-    # the width of the lineage at once. Poking sensors conclude as Cosmos's trigger does when a node
-    # has no status (:func:`_conclude_from_a_successful_build`); tests on several models never get one.
-    watcher_sensors_deferrable: bool = False
+    # Consumers start and end in the triggerer (include/orchestration/consumers.py): on the happy path
+    # no model/test/source task takes a worker process. False: Cosmos's sensors poke in their own
+    # task process instead (a worker slot per waiting sensor), as before. Neither defers from a worker:
+    # a resumed deferral can fail on a stale executor event (apache/airflow#72716, #71580).
+    consumers_start_from_trigger: bool = True
 
 
-SETTINGS = TransformSettings()
+# ECOMMERCE_CONSUMERS_START_FROM_TRIGGER=false: the switch from outside (the benchmark's comparison).
+SETTINGS = TransformSettings(
+    consumers_start_from_trigger=os.environ.get("ECOMMERCE_CONSUMERS_START_FROM_TRIGGER", "true").lower() != "false"
+)
 
 
 def project_config(project_dir: Path = DBT_PROJECT_DIR) -> ProjectConfig:
@@ -76,6 +89,16 @@ def profile_config(project_dir: Path = DBT_PROJECT_DIR) -> ProfileConfig:
 
 
 def render_config(settings: TransformSettings = SETTINGS) -> RenderConfig:
+    """Models, tests and sources rendered as the consumers of :mod:`include.orchestration.consumers`."""
+    base = _base_render_config(settings)
+    return dataclasses.replace(
+        base,
+        node_converters=node_converters(base, consumer_options(settings)),
+        node_conversion_by_task_group=False,  # Cosmos keeps building each model's group; we build its tasks
+    )
+
+
+def _base_render_config(settings: TransformSettings) -> RenderConfig:
     return RenderConfig(
         load_method=LoadMode.DBT_MANIFEST,
         test_behavior=settings.test_behavior,
@@ -86,11 +109,27 @@ def render_config(settings: TransformSettings = SETTINGS) -> RenderConfig:
     )
 
 
+def consumer_options(settings: TransformSettings = SETTINGS) -> ConsumerOptions:
+    """Per node type policies (policies.yml) and the marts' Assets, as the consumers' constructor kwargs."""
+    return ConsumerOptions(
+        start_from_trigger=settings.consumers_start_from_trigger,
+        poke_interval_s=settings.watcher_poke_interval_s,
+        policies={
+            DbtResourceType.MODEL: task_policy("dbt_model").operator_kwargs(),
+            DbtResourceType.TEST: task_policy("dbt_test").operator_kwargs(),
+            DbtResourceType.SOURCE: task_policy("dbt_source").operator_kwargs(),
+        },
+        outlets=MART_ASSETS,
+    )
+
+
 def execution_config(settings: TransformSettings = SETTINGS) -> ExecutionConfig:
     return ExecutionConfig(
         execution_mode=settings.execution_mode,
         invocation_mode=settings.invocation_mode,
         dbt_executable_path=str(dbt_executable()),
+        # the producer's policy over the group's operator_args (Cosmos creates that task itself)
+        setup_operator_args=task_policy("dbt_build").operator_kwargs(),
     )
 
 
@@ -105,7 +144,7 @@ def operator_args() -> dict[str, Any]:
 
 def transform_task_group(group_id: str = TRANSFORM_GROUP_ID, **kwargs: Any) -> DbtTaskGroup:
     """The dbt stage inside a pipeline DAG (call within a ``@dag`` body)."""
-    group = DbtTaskGroup(
+    return DbtTaskGroup(
         group_id=group_id,
         project_config=project_config(),
         profile_config=profile_config(),
@@ -114,13 +153,11 @@ def transform_task_group(group_id: str = TRANSFORM_GROUP_ID, **kwargs: Any) -> D
         operator_args=operator_args(),
         **kwargs,
     )
-    apply_node_policies(group.children.values() if hasattr(group, "children") else [])
-    return group
 
 
 def transform_dag(dag_id: str, project_dir: Path = DBT_PROJECT_DIR, **dag_kwargs: Any) -> DbtDag:
     """A transform-only DAG over the same configs (another ``project_dir``: the benchmark's replicas)."""
-    dag = DbtDag(
+    return DbtDag(
         dag_id=dag_id,
         project_config=project_config(project_dir),
         profile_config=profile_config(project_dir),
@@ -129,65 +166,3 @@ def transform_dag(dag_id: str, project_dir: Path = DBT_PROJECT_DIR, **dag_kwargs
         operator_args=operator_args(),
         **dag_kwargs,
     )
-    apply_node_policies(dag.tasks)
-    return dag
-
-
-def node_type(task: Any) -> str:
-    """The policies.yml task type of a rendered Cosmos task, from its operator class."""
-    name = type(task).__name__
-    if "Producer" in name:
-        return "dbt_build"
-    if "Test" in name:
-        return "dbt_test"
-    if "Source" in name:
-        return "dbt_source"
-    return "dbt_model"
-
-
-def apply_node_policies(tasks: Any) -> None:
-    """Per node type retries/timeouts, and the stable mart Assets on the marts' run tasks."""
-    for task in _flatten(tasks):
-        for key, value in task_policy(node_type(task)).operator_kwargs().items():
-            setattr(task, key, value)
-        if hasattr(task, "poke_interval"):  # the watcher's sensors
-            task.poke_interval = SETTINGS.watcher_poke_interval_s
-            task.deferrable = SETTINGS.watcher_sensors_deferrable
-            _conclude_from_a_successful_build(task)
-        mart = _mart_of(task)
-        if mart is not None:
-            task.outlets = [*task.outlets, MART_ASSETS[mart]]
-
-
-def _conclude_from_a_successful_build(sensor: Any) -> None:
-    """A poking sensor with no node status concludes as Cosmos 1.15.1's trigger does
-    (``NODE_NOT_RUN``): once the producer's ``dbt build`` succeeded, the node did not fail. Its poke
-    path would wait until the timeout instead, e.g. for every test on several models."""
-    undecided = sensor._handle_no_dbt_node_status
-
-    def handle_no_status(producer_task_state: str | None, try_number: int, context: Any) -> bool:
-        if producer_task_state == "success":
-            return True
-        return undecided(producer_task_state, try_number, context)
-
-    sensor._handle_no_dbt_node_status = handle_no_status
-
-
-def _mart_of(task: Any) -> str | None:
-    if node_type(task) != "dbt_model":
-        return None
-    parts = task.task_id.split(".")  # "<group>.<model>.run", or "<model>_run" for a model without tests
-    for mart in MARTS:
-        if parts[-2:] == [mart, "run"] or parts[-1] == f"{mart}_run":
-            return mart
-    return None
-
-
-def _flatten(nodes: Any) -> list[Any]:
-    tasks = []
-    for node in nodes:
-        if hasattr(node, "children"):
-            tasks.extend(_flatten(node.children.values()))
-        else:
-            tasks.append(node)
-    return tasks

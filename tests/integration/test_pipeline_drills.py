@@ -12,13 +12,23 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import psycopg
 import pytest
 
-from include.dev.airflow_client import api, clear_tasks, task_states, trigger, wait_for_dag, wait_for_run
+from include.dev.airflow_client import (
+    api,
+    clear_tasks,
+    task_instances,
+    task_states,
+    trigger,
+    wait_for_dag,
+    wait_for_run,
+)
 from include.dev.embedded_postgres import find_free_port
 from include.dev.stack import LocalStack, StackLayout
+from include.orchestration.transform import MARTS
 from tests.dbt.conftest import fast_policies_file
 from tests.dbt.contract_oracle import comparable_marts, expected_marts, read_marts_snowflake, read_raw_postgres
 from tests.dbt.contract_oracle import read_marts_postgres as marts
@@ -98,6 +108,40 @@ def test_happy_path_builds_the_contracts_marts_and_reports_once(stack: LocalStac
     summary = facts(successes[0])
     assert f"orders {orders:,}" in summary["Rows loaded"] and summary["Rejected rows"] == f"{rejects:,}"
     assert summary["Models built"] == str(sum(1 for t in states if t.endswith(".run") or t.endswith("_run")) - 1)
+
+
+def test_consumer_tasks_take_no_worker_on_the_happy_path(stack: LocalStack) -> None:
+    """A model/test/source task starts and ends in the triggerer: the scheduler creates it deferred
+    and its trigger ends it, so no worker ever ran it (no pid, never queued to the executor). The
+    marts resume on a worker to emit their Assets; the producer is the one dbt process."""
+    instances = {ti["task_id"]: ti for ti in task_instances(base_url(stack), DAG_ID, HAPPY_RUN["run_id"])}
+    producer = instances["transform.dbt_producer_watcher"]
+    assert producer["pid"] is not None  # what a worker run leaves behind
+    consumers = {task: ti for task, ti in instances.items() if task.startswith("transform.")
+                 and task not in ("transform.dbt_producer_watcher", "transform.dbt_producer_watcher_done")}  # fmt: skip
+    assert len(consumers) > 20
+    marts = {f"transform.{mart}.run" for mart in MARTS}
+    on_a_worker = {task for task, ti in consumers.items() if ti["pid"] is not None or ti["queued_when"] is not None}
+    assert on_a_worker == marts
+    assert {ti["try_number"] for ti in consumers.values()} == {1}
+
+
+def test_clearing_a_model_reruns_it_and_then_its_descendants(stack: LocalStack) -> None:
+    """A cleared consumer's second try resumes on a worker and runs its node alone (Cosmos's fallback
+    ``dbt run --select``); its descendants do the same, the rest of the run stays as it was."""
+    run_id = HAPPY_RUN["run_id"]
+    cleared = "transform.int_orders_enriched.run"
+    clear_tasks(base_url(stack), DAG_ID, run_id, [cleared])
+    assert wait_for_run(base_url(stack), DAG_ID, run_id, timeout_s=900) == "success"
+    instances = {ti["task_id"]: ti for ti in task_instances(base_url(stack), DAG_ID, run_id)}
+    assert {ti["state"] for ti in instances.values()} == {"success"}
+    for model in ("int_orders_enriched", "fct_orders", "dim_customers", "fct_daily_revenue"):
+        rerun = instances[f"transform.{model}.run"]
+        assert rerun["try_number"] == 2 and rerun["pid"] is not None, model
+    for model in UNRELATED_MODELS:
+        assert instances[f"transform.{model}.run"]["try_number"] == 1, model
+    dsn = stack.warehouse_dsn()
+    assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
 
 
 def test_the_marts_asset_queues_the_consumer_which_exports_the_report(stack: LocalStack) -> None:
@@ -286,12 +330,38 @@ def test_a_failing_dbt_test_stops_its_descendants_only_and_alerts(stack: LocalSt
     assert any("stg_orders.test" in text for text in failures), failures
 
 
-def test_no_connection_password_appears_in_any_task_log(stack: LocalStack) -> None:
+def secret_forms(stack: LocalStack) -> dict[str, str]:
+    """Every connection password, as written and URL-encoded (how a URI or a query string carries it)."""
     passwords = [c.password for c in stack.settings.connections if c.password and len(c.password) >= 6]
     assert passwords
-    logs = list(Path(stack.layout.logs_dir).rglob("*.log"))
-    assert logs
-    for log in logs:
-        text = log.read_text(errors="replace")
-        for password in passwords:
-            assert password not in text, f"a connection password appears in {log}"
+    forms = {password: password for password in passwords}
+    forms.update({quote(password, safe=""): password for password in passwords})
+    forms.update({quote_plus(password): password for password in passwords})
+    return forms
+
+
+def places_secrets_could_leak_to(stack: LocalStack) -> dict[str, str]:
+    """Where earlier drills' runs wrote text: task logs, Slack payloads, XComs, rendered task fields
+    in the metadata database, and dbt's target/ and logs/ (place → its text)."""
+    from include.dev.stack import AIRFLOW_METADATA_DB
+    from include.orchestration.manifest import DBT_PROJECT_DIR
+
+    files = [*Path(stack.layout.logs_dir).rglob("*.log")]
+    files += [f for d in ("target", "logs") for f in (DBT_PROJECT_DIR / d).rglob("*") if f.is_file()]
+    places = {str(f): f.read_text(errors="replace") for f in files}
+    places["slack payloads"] = json.dumps([json.loads(line)["payload"] for line in
+                                           stack.layout.slack_log.read_text().splitlines()])  # fmt: skip
+    with psycopg.connect(stack.postgres.dsn(AIRFLOW_METADATA_DB)) as metadata:
+        places["xcom"] = json.dumps(metadata.execute("SELECT task_id, value::text FROM xcom").fetchall())
+        places["rendered_task_instance_fields"] = json.dumps(metadata.execute(
+            "SELECT task_id, rendered_fields::text, k8s_pod_yaml::text FROM rendered_task_instance_fields").fetchall())
+    return places
+
+
+def test_no_connection_password_appears_in_logs_slack_xcoms_rendered_fields_or_dbt_artifacts(stack: LocalStack) -> None:
+    forms = secret_forms(stack)
+    places = places_secrets_could_leak_to(stack)
+    assert any(name.endswith(".log") for name in places) and "failed" in places["slack payloads"]
+    assert places["xcom"] != "[]" and places["rendered_task_instance_fields"] != "[]"
+    leaks = [(place, password) for place, text in places.items() for form, password in forms.items() if form in text]
+    assert not leaks, f"connection passwords (or their URL-encoded forms) appear in: {sorted({p for p, _ in leaks})}"

@@ -63,7 +63,7 @@ def test_watcher_sensors_look_for_their_node_result_at_the_configured_interval(r
     sensors = [t for t in dag.tasks if t.task_id.startswith(f"{TRANSFORM_GROUP_ID}.") and hasattr(t, "poke_interval")]
     assert len(sensors) > 20
     assert {t.poke_interval for t in sensors} == {SETTINGS.watcher_poke_interval_s}
-    assert {t.deferrable for t in sensors} == {SETTINGS.watcher_sensors_deferrable}
+    assert {t.deferrable for t in sensors} == {False}  # started in the triggerer or poking, never deferring
     assert SETTINGS.watcher_poke_interval_s < 10  # Cosmos's default, which adds up per lineage level
 
 
@@ -76,3 +76,37 @@ def test_a_sensor_without_a_node_status_concludes_from_the_producers_build(rende
         assert sensor._handle_no_dbt_node_status("success", 1, {}) is True
         sensor.poke_retry_number = 0
         assert sensor._handle_no_dbt_node_status("running", 1, {}) is False  # still waiting
+
+
+def test_consumers_start_from_their_trigger_with_templated_run_and_try(rendered: tuple[dict, DAG]) -> None:
+    """Every model/test/source task is created deferred by the scheduler; the triggerer renders the
+    run id and try number (a try after the first resumes on a worker for Cosmos's fallback run)."""
+    _, dag = rendered
+    consumers = [t for t in dag.tasks if hasattr(t, "poke_interval")]
+    assert {type(t).__module__ for t in consumers} == {"include.orchestration.consumers"}
+    assert {t.start_from_trigger for t in consumers} == {SETTINGS.consumers_start_from_trigger}
+    if not SETTINGS.consumers_start_from_trigger:  # the switch back to Cosmos's poking sensors
+        assert {t.start_trigger_args for t in consumers} == {None}
+        return
+    producer = dag.task_dict[f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher"]
+    for consumer in consumers:
+        args = consumer.start_trigger_args
+        assert args.next_method == "execute_complete"
+        kwargs = args.trigger_kwargs
+        assert kwargs["producer_task_id"] == producer.task_id
+        assert kwargs["run_id"] == "{{ run_id }}" and kwargs["try_number"] == "{{ ti.try_number }}"
+        assert {"run_id", "try_number"} <= set(consumer.template_fields)
+        assert kwargs["resume_on_success"] is bool(consumer.outlets)  # only the marts resume, for their Assets
+    assert sum(bool(t.outlets) for t in consumers) == len(MART_ASSETS)
+
+
+def test_the_serialized_dag_keeps_the_trigger_start(rendered: tuple[dict, DAG]) -> None:
+    """What the scheduler reads: ``start_from_trigger`` and ``start_trigger_args`` survive serialization."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    _, dag = rendered
+    serialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    task = serialized.get_task(f"{TRANSFORM_GROUP_ID}.fct_orders.run")
+    assert task.start_from_trigger is SETTINGS.consumers_start_from_trigger
+    if SETTINGS.consumers_start_from_trigger:
+        assert task.start_trigger_args.trigger_cls == "include.orchestration.consumers.ConsumerTrigger"
