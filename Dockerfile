@@ -13,6 +13,8 @@ RUN python -m venv /usr/local/airflow/dbt_venv \
 # never runs dbt (the same command as `make dbt-manifest` locally).
 RUN python -m include.orchestration.manifest
 
-# dbt docs in the Airflow UI (Cosmos's Airflow 3 plugin; include/orchestration/docs.py writes there)
-ENV AIRFLOW__COSMOS__DBT_DOCS_PROJECTS='{"ecommerce": {"dir": "/usr/local/airflow/include/dbt/docs/ecommerce", "name": "E-commerce dbt docs", "index": "index.html"}}' \
+# dbt docs in the Airflow UI (Cosmos's Airflow 3 plugin reads them where the dbt_docs task writes them,
+# include/orchestration/docs.py). This default is `astro dev start`'s shared landing volume; a
+# deployment overrides it with its bucket and Connection (docs/deploying.md).
+ENV AIRFLOW__COSMOS__DBT_DOCS_PROJECTS='{"ecommerce": {"dir": "/usr/local/airflow/landing/dbt-docs/ecommerce", "name": "E-commerce dbt docs", "index": "index.html"}}' \
     AIRFLOW__COSMOS__ENABLE_TELEMETRY=False

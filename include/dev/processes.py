@@ -26,6 +26,7 @@ class ManagedProcess:
     run_dir: Path
     log_dir: Path
     env: dict[str, str] = field(default_factory=dict, compare=False)
+    cwd: Path | None = field(default=None, compare=False)  # a Celery worker runs in its own project copy
 
     @property
     def pid_file(self) -> Path:
@@ -62,6 +63,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env},
+                cwd=self.cwd,
                 start_new_session=True,  # survives the starting shell; stopped as a group
             )
         self.pid_file.write_text(str(process.pid))

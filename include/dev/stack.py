@@ -16,16 +16,18 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from include.dev.airflow_settings import AirflowSettings, Endpoint, load_settings, localize
+from include.dev.celery_shape import DBT_QUEUE, DEFAULT_WORKERS, WORKER_NAME_ENV, WorkerSpec, build_image, copy_project
 from include.dev.embedded_postgres import EmbeddedPostgres, PortInUseError, find_free_port, port_is_free
 from include.dev.processes import ManagedProcess, wait_for_http
 from include.dev.seed import ensure_shop_data
-from include.orchestration.docs import docs_projects_setting
+from include.orchestration.docs import DOCS_CONN_ID, DOCS_URL_VARIABLE, docs_projects_setting
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
@@ -33,6 +35,7 @@ CONTAINER_LANDING = "/usr/local/airflow/landing"
 AIRFLOW_METADATA_DB = "airflow"
 PIPELINE_DAG_ID = "ecommerce_elt"
 POSTGRES_SERVICES = ("source-db", "warehouse-db")
+EXECUTORS = ("local", "celery")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,20 @@ class StackLayout:
     def ports_file(self) -> Path:
         return self.root / "ports.json"
 
+    @property
+    def workers_dir(self) -> Path:
+        """The Celery shape's workers, each with its own copy of the project (its "container")."""
+        return self.root / "workers"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.root / "redis"
+
+    @property
+    def image_dir(self) -> Path:
+        """The Celery shape's snapshot of the project that its Airflow components run from."""
+        return self.root / "image"
+
 
 @dataclass(frozen=True)
 class StackPorts:
@@ -89,6 +106,7 @@ class StackPorts:
     slack: int
     snowflake: int
     airflow: int
+    redis: int = 0  # the Celery shape's broker; allocated on its first start
 
     @classmethod
     def load_or_allocate(cls, layout: StackLayout, airflow_port: int) -> StackPorts:
@@ -97,16 +115,41 @@ class StackPorts:
             saved = json.loads(layout.ports_file.read_text())
             return cls(**{**saved, "airflow": airflow_port})
         ports = cls(find_free_port(), find_free_port(), find_free_port(), find_free_port(), airflow_port)
-        layout.root.mkdir(parents=True, exist_ok=True)
-        layout.ports_file.write_text(json.dumps(asdict(ports), indent=2))
+        ports.save(layout)
         return ports
+
+    def with_broker(self, layout: StackLayout) -> StackPorts:
+        """These ports plus the broker's, allocated once and saved like the others."""
+        if self.redis:
+            return self
+        ports = replace(self, redis=find_free_port())
+        ports.save(layout)
+        return ports
+
+    def save(self, layout: StackLayout) -> None:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        layout.ports_file.write_text(json.dumps(asdict(self), indent=2))
 
 
 class LocalStack:
-    def __init__(self, layout: StackLayout, airflow_port: int = 8080, dags_folder: Path | None = None) -> None:
+    def __init__(
+        self,
+        layout: StackLayout,
+        airflow_port: int = 8080,
+        dags_folder: Path | None = None,
+        executor: str = "local",
+        workers: tuple[WorkerSpec, ...] = DEFAULT_WORKERS,
+    ) -> None:
+        """``executor="celery"``: the deployment's shape (include/dev/celery_shape.py); else LocalExecutor."""
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
         self.layout = layout
         self.dags_folder = dags_folder or REPO_ROOT / "dags"  # the benchmark adds generated DAGs beside ours
+        self.executor = executor
+        self.workers = workers if executor == "celery" else ()
         self.ports = StackPorts.load_or_allocate(layout, airflow_port)
+        if executor == "celery":
+            self.ports = self.ports.with_broker(layout)
         self.postgres = EmbeddedPostgres(layout.postgres_dir, self.ports.postgres)
         self.settings = self._local_settings()
 
@@ -127,7 +170,7 @@ class LocalStack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if self.executor == "celery" else "LocalExecutor",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.dsn(AIRFLOW_METADATA_DB).replace(
@@ -136,9 +179,42 @@ class LocalStack:
             "AIRFLOW__API__PORT": str(self.ports.airflow),
             "AIRFLOW__API__BASE_URL": f"http://localhost:{self.ports.airflow}",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.layout.logs_dir / "airflow"),
-            "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": docs_projects_setting(),
+            "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": docs_projects_setting(
+                self.settings.variables[DOCS_URL_VARIABLE], DOCS_CONN_ID
+            ),
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "PYTHONPATH": str(REPO_ROOT),
+            **(self._celery_env() if self.executor == "celery" else {}),
+        }
+
+    def _celery_env(self) -> dict[str, str]:
+        """The deployment's queues: the dbt producer on ``dbt`` (Cosmos reads this when it parses the
+        DAG), the result backend in the metadata database."""
+        metadata = self.postgres.dsn(AIRFLOW_METADATA_DB).replace("postgresql://", "db+postgresql://")
+        image = self.layout.image_dir
+        return {
+            "AIRFLOW__CORE__DAGS_FOLDER": str(image / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(image / "plugins"),
+            "PYTHONPATH": str(image),
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.ports.redis}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": metadata,
+            "AIRFLOW__COSMOS__WATCHER_DBT_EXECUTION_QUEUE": DBT_QUEUE,
+        }
+
+    def worker_dir(self, worker: WorkerSpec) -> Path:
+        return self.layout.workers_dir / worker.name
+
+    def worker_env(self, worker: WorkerSpec) -> dict[str, str]:
+        """A worker sees only its own copy of the project, as a container sees its image."""
+        project = self.worker_dir(worker) / "project"
+        return {
+            **self.airflow_env(),
+            "AIRFLOW_HOME": str(self.worker_dir(worker) / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(project / "plugins"),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "include.dev.celery_shape.worker_hostname",
+            WORKER_NAME_ENV: worker.name,
+            "PYTHONPATH": str(project),
         }
 
     # ------------------------------------------------------------------ processes
@@ -184,8 +260,37 @@ class LocalStack:
             self._process("airflow-triggerer", airflow, "triggerer", env=env),
         ]
 
+    def broker(self) -> ManagedProcess:
+        return self._process(
+            "redis-broker",
+            shutil.which("redis-server") or "redis-server",
+            "--set-proc-title", "no",  # its command line stays what ManagedProcess recognises it by
+            "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.layout.redis_dir),
+            "--port", str(self.ports.redis),
+        )  # fmt: skip
+
+    def celery_worker(self, worker: WorkerSpec) -> ManagedProcess:
+        airflow = str(Path(sys.executable).parent / "airflow")
+        project = self.worker_dir(worker) / "project"
+        return replace(
+            self._process(
+                f"airflow-{worker.name}",
+                airflow, "celery", "worker", "--queues", ",".join(worker.queues),
+                "--concurrency", str(worker.concurrency), "--skip-serve-logs",
+                "--celery-hostname", f"{worker.name}@%h",
+                env=self.worker_env(worker),
+            ),
+            cwd=project,
+        )  # fmt: skip
+
+    def celery_processes(self) -> list[ManagedProcess]:
+        if self.executor != "celery":
+            return []
+        return [self.broker(), *(self.celery_worker(worker) for worker in self.workers)]
+
     def all_processes(self) -> list[ManagedProcess]:
-        return [self.stripe_stub(), self.slack_receiver(), self.snowflake_emulator(), *self.airflow_components()]
+        return [self.stripe_stub(), self.slack_receiver(), self.snowflake_emulator(), *self.celery_processes(),
+                *self.airflow_components()]  # fmt: skip
 
     # ------------------------------------------------------------------ up / down
     def up(self, scale: str = "small", seed: int = 42, with_airflow: bool = False) -> None:
@@ -259,6 +364,9 @@ class LocalStack:
 
     def _start_airflow(self) -> None:
         self.layout.airflow_home.mkdir(parents=True, exist_ok=True)
+        running = any(process.pid() is not None for process in self.airflow_components())
+        if self.executor == "celery" and not running:  # a new "image" only for a fresh start
+            build_image(REPO_ROOT, self.dags_folder, self.layout.image_dir)
         self._write_env_script()
         env = {**os.environ, **self.airflow_env()}
         run_checked([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env, "airflow db migrate")
@@ -267,10 +375,33 @@ class LocalStack:
             env,
             "importing connections, variables and pools",
         )
+        self._start_celery()
         components = self.airflow_components()
         for process in components:
             process.start()
         wait_for_http(f"http://127.0.0.1:{self.ports.airflow}/api/v2/monitor/health", components[0], 120)
+
+    def _start_celery(self) -> None:
+        """The broker, then each worker from a fresh copy of the project (a new container)."""
+        if self.executor != "celery":
+            return
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("the Celery shape's broker is redis-server: install it (apt-get install redis-server)")
+        broker = self.broker()
+        self.layout.redis_dir.mkdir(parents=True, exist_ok=True)
+        broker.start()
+        wait_for_port(self.ports.redis, broker)
+        for worker in self.workers:
+            self.start_worker(worker)
+
+    def start_worker(self, worker: WorkerSpec) -> ManagedProcess:
+        process = self.celery_worker(worker)
+        if process.pid() is None:
+            copy_project(self.layout.image_dir, self.layout.image_dir / "dags", self.worker_dir(worker) / "project")
+            logged = process.log_file.stat().st_size if process.log_file.exists() else 0
+            process.start()
+            wait_for_log(process, " ready.", logged)
+        return process
 
     def _write_env_script(self) -> None:
         """``source .local/env.sh`` gives a shell the Airflow CLI of the local stack."""
@@ -305,8 +436,31 @@ def wait_for_port(port: int, process: ManagedProcess, timeout_s: float = 30) -> 
         time.sleep(0.2)
 
 
-def default_stack(airflow_port: int = 8080) -> LocalStack:
-    return LocalStack(StackLayout(REPO_ROOT / ".local"), airflow_port)
+def wait_for_log(process: ManagedProcess, text: str, offset: int = 0, timeout_s: float = 120) -> None:
+    """Wait until ``process`` logs ``text`` after ``offset`` (Celery's worker says ``ready.`` once it
+    consumes its queues; nothing else tells), failing early if it exits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with process.log_file.open("rb") as log:
+            log.seek(offset)
+            if text.encode() in log.read():
+                return
+        if process.pid() is None:
+            raise process.fail_with_log("exited while starting")
+        if time.monotonic() > deadline:
+            raise process.fail_with_log(f"did not log {text!r} within {timeout_s:.0f}s")
+        time.sleep(0.25)
+
+
+def default_stack(airflow_port: int = 8080, executor: str | None = None) -> LocalStack:
+    """The stack under ``.local``; without ``executor``, the one it was last started with."""
+    layout = StackLayout(REPO_ROOT / ".local")
+    saved = layout.root / "executor"
+    chosen = executor or (saved.read_text().strip() if saved.exists() else "local")
+    if executor:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        saved.write_text(executor + "\n")
+    return LocalStack(layout, airflow_port, executor=chosen)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--airflow", action="store_true", help="also start Airflow (API server on --airflow-port)")
     up.add_argument("--airflow-port", type=int, default=8080)
     up.add_argument("--trigger", action="store_true", help=f"run the {PIPELINE_DAG_ID} DAG once and wait for it")
+    up.add_argument("--executor", choices=EXECUTORS, default=os.environ.get("EXECUTOR") or "local",
+                    help="celery: a Redis broker and workers with their own project copies, as deployed")  # fmt: skip
     changes = commands.add_parser("changes", help="play days of business on the shop (include.dev.shopgen)")
     changes.add_argument("--days", type=int, default=1)
     changes.add_argument("--seed", type=int, default=7)
@@ -325,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="what runs where")
     args = parser.parse_args(argv)
 
-    stack = default_stack(getattr(args, "airflow_port", 8080))
+    stack = default_stack(getattr(args, "airflow_port", 8080), getattr(args, "executor", None))
     try:
         if args.command == "up":
             started = time.monotonic()

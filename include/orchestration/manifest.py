@@ -33,7 +33,7 @@ REBUILD_COMMAND = "make dbt-manifest  (or: python -m include.orchestration.manif
 
 # Where dbt's own virtualenv lives: the local set-up (scripts/bootstrap.sh) and the Astro image
 # (Dockerfile). dbt never shares Airflow's environment.
-DBT_VENV_PATHS = (REPO_ROOT / ".venv-dbt", Path("/usr/local/airflow/dbt_venv"))
+DBT_VENV_PATHS = (REPO_ROOT / ".venv-dbt", REPO_ROOT / "dbt_venv", Path("/usr/local/airflow/dbt_venv"))  # local; image
 PROJECT_FILE_SUFFIXES = {".sql", ".yml", ".yaml", ".csv", ".md", ".py"}
 PROJECT_SKIP_DIRS = {"target", "logs", "dbt_packages"}
 

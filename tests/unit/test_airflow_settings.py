@@ -9,7 +9,8 @@ import pytest
 from include.dev.airflow_settings import Endpoint, SettingsError, load_settings, localize
 from tests.conftest import REPO_ROOT
 
-CONTRACT_CONNECTIONS = {"ecommerce_source", "warehouse_postgres", "warehouse_snowflake", "stripe_api", "slack_alerts"}
+CONTRACT_CONNECTIONS = {"ecommerce_source", "warehouse_postgres", "warehouse_snowflake", "stripe_api", "slack_alerts",
+                        "dbt_docs_storage"}  # fmt: skip
 
 
 @pytest.fixture
