@@ -3,8 +3,9 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 SCALE ?= small
 MODELS_CURVE ?=
+EXECUTOR ?= local
 
-.PHONY: venv run up down status test dbt-manifest bench-el bench clean-local
+.PHONY: venv run up down status lint fix test dbt-manifest bench-el bench clean-local
 
 venv:                 ## create/refresh .venv (Airflow, tests) and .venv-dbt (dbt)
 	@scripts/bootstrap.sh
@@ -12,8 +13,8 @@ venv:                 ## create/refresh .venv (Airflow, tests) and .venv-dbt (db
 dbt-manifest: venv    ## build the dbt manifest Cosmos renders from (no warehouse needed)
 	@$(PY) -m include.orchestration.manifest
 
-run: venv dbt-manifest  ## the whole pipeline on the embedded local stack, Airflow UI on :8080
-	@$(PY) -m include.dev.stack up --scale $(SCALE) --airflow --trigger
+run: venv dbt-manifest  ## the whole pipeline on the embedded local stack, Airflow UI on :8080 (EXECUTOR=celery: the deployment's shape)
+	@$(PY) -m include.dev.stack up --scale $(SCALE) --airflow --trigger --executor $(EXECUTOR)
 
 up: venv              ## embedded Postgres, Stripe stub, Slack receiver and data; no Airflow
 	@$(PY) -m include.dev.stack up --scale $(SCALE)
@@ -24,7 +25,13 @@ down:                 ## stop everything the local stack started (data is kept)
 status:
 	@$(PY) -m include.dev.stack status
 
-test: venv dbt-manifest ## the test suite (starts what it needs itself)
+lint: venv            ## ruff (lint + format check) and sqlfluff (dbt templater); CI fails on either
+	@$(PY) -m include.dev.lint
+
+fix: venv             ## apply ruff's and sqlfluff's fixes
+	@$(PY) -m include.dev.lint --fix
+
+test: venv dbt-manifest lint ## lint, then the test suite (starts what it needs itself)
 	@$(PY) -m pytest
 
 bench-el: venv        ## extract-load benchmark (not part of the tests)

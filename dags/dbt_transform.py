@@ -38,8 +38,12 @@ dbt_transform = transform_dag(
         "on_retry_callback": PipelineAlert(AlertKind.RETRY),
     },
     params={
-        "warehouse": Param(None, type=["null", "string"], enum=[None, "postgres", "snowflake"],
-                           description="postgres | snowflake; empty: the ecommerce_warehouse Variable"),
+        "warehouse": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "postgres", "snowflake"],
+            description="postgres | snowflake; empty: the ecommerce_warehouse Variable",
+        ),
         "full_refresh": Param(False, type="boolean", description="rebuild incremental models from scratch"),
-    },  # fmt: skip
+    },
 )

@@ -50,18 +50,26 @@ SOURCES = load_source_config()
         "on_retry_callback": PipelineAlert(AlertKind.RETRY),
     },
     params={
-        "warehouse": Param(None, type=["null", "string"], enum=[None, "postgres", "snowflake"],
-                           description="postgres | snowflake; empty: the ecommerce_warehouse Variable"),
+        "warehouse": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "postgres", "snowflake"],
+            description="postgres | snowflake; empty: the ecommerce_warehouse Variable",
+        ),
         "full_refresh": Param(False, type="boolean", description="reload raw and rebuild incremental models"),
-        "sources": Param([], type="array", items={"type": "string", "enum": [s.name for s in SOURCES]},
-                         description="sources to extract; empty: all"),
+        "sources": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": [s.name for s in SOURCES]},
+            description="sources to extract; empty: all",
+        ),
     },
     deadline=DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=run_deadline(),
         callback=AsyncCallback(alert_deadline_missed),
     ),
-)  # fmt: skip
+)
 def ecommerce_elt() -> None:
     @task(**task_policy("health_check").operator_kwargs())
     def validate_params() -> dict:
@@ -114,8 +122,9 @@ def ecommerce_elt() -> None:
         ti, run = context["ti"], context["dag_run"]
         loads = {s.name: ti.xcom_pull(task_ids=f"extract_{s.name}") for s in SOURCES}
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run.run_id], task_group_id=TRANSFORM_GROUP_ID)
-        message = success_message(ti.dag_id, run.run_id, run.start_date, loads, states.get(run.run_id, {}),
-                                  current_warehouse())  # fmt: skip
+        message = success_message(
+            ti.dag_id, run.run_id, run.start_date, loads, states.get(run.run_id, {}), current_warehouse()
+        )
         send(message)
 
     choices = validate_params()

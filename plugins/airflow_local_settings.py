@@ -3,9 +3,9 @@
 Preloads, in the processes that fork task processes, the third-party modules every task of this
 project imports. A LocalExecutor scheduler (and a Celery worker) forks one process per task, and
 a task process inherits what its parent had imported: with the task runner, Cosmos and the
-providers already loaded, a task process spends ~0.3 s instead of ~0.9 s on imports and DAG
-parsing (measured on this project's 2-core machine). The dbt stage runs ~50 such tasks, so this is
-a large share of its overhead over a plain `dbt build`.
+providers already loaded, a task process skips most of its imports before it parses the DAG file.
+The dbt stage runs a task per model and test, so this is a large share of its overhead over a
+plain `dbt build` (docs/performance.md has the figures).
 
 Only third-party modules: the project's own `include/` code is imported fresh by each task, so
 an edit there reaches the next task without restarting the scheduler. Other Airflow commands do
@@ -43,7 +43,7 @@ def preload(modules: tuple[str, ...] = PRELOADED_MODULES) -> list[str]:
         try:
             importlib.import_module(name)
             loaded.append(name)
-        except Exception as error:  # noqa: BLE001 - a preload is an optimisation only
+        except Exception as error:
             logging.getLogger(__name__).warning("airflow_local_settings: not preloading %s (%s)", name, error)
     return loaded
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates the two virtualenvs the project needs, and does nothing when they are up to date:
 #   .venv      Airflow, providers, Cosmos, the local stack and the tests
-#   .venv-dbt  dbt-core with the Postgres and Snowflake adapters (Cosmos runs dbt from here)
+#   .venv-dbt  dbt-core with the Postgres and Snowflake adapters (Cosmos runs dbt from here), sqlfluff
 # Needs only Python 3.11 on PATH; uv is installed into .venv and used for speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +39,16 @@ ensure_venv() {  # ensure_venv DIR REQUIREMENTS...
   echo "$want" > "$dir/.requirements.sha256"
 }
 
+# The Celery shape of the local stack (EXECUTOR=celery) needs a broker: Debian's redis-server
+# (PyPI's ships no Linux binary). Installed when missing and this user may install packages.
+if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "bootstrap: installing redis-server (apt)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } >/dev/null \
+    || echo "bootstrap: could not install redis-server; only EXECUTOR=celery needs it" >&2
+fi
+
 ensure_venv .venv requirements.txt requirements-dev.txt
-ensure_venv .venv-dbt requirements-dbt.txt
+ensure_venv .venv-dbt requirements-dbt.txt requirements-lint.txt
 
 # The project's own modules too (quick; only changed files are recompiled), so task processes and
 # benchmarks do not recompile them on every start.

@@ -30,7 +30,7 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO_ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port
+from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port  # noqa: E402 (after the env above)
 
 _database_numbers = itertools.count(1)
 
@@ -69,9 +69,14 @@ def fakesnow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     while True:  # wait until it answers a login, not a fixed time
         try:
             snowflake.connector.connect(
-                user="probe", password="x", account="local", host="127.0.0.1", port=port, protocol="http",
+                user="probe",
+                password="x",
+                account="local",
+                host="127.0.0.1",
+                port=port,
+                protocol="http",
                 login_timeout=2,
-            ).close()  # fmt: skip
+            ).close()
             break
         except Exception:
             if server.poll() is not None or time.monotonic() > deadline:

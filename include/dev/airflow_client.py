@@ -79,8 +79,14 @@ def task_instances(base_url: str, dag_id: str, run_id: str, page_size: int = 100
 
 def clear_tasks(base_url: str, dag_id: str, run_id: str, task_ids: list[str]) -> None:
     """What *Clear → with downstream* does in the grid: rerun these tasks and everything after them."""
-    body = {"dag_run_id": run_id, "task_ids": task_ids, "include_downstream": True, "only_failed": False,
-            "dry_run": False, "reset_dag_runs": True}  # fmt: skip
+    body = {
+        "dag_run_id": run_id,
+        "task_ids": task_ids,
+        "include_downstream": True,
+        "only_failed": False,
+        "dry_run": False,
+        "reset_dag_runs": True,
+    }
     api(base_url, "POST", f"/dags/{dag_id}/clearTaskInstances", body)
 
 

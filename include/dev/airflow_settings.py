@@ -84,9 +84,7 @@ def load_settings(path: Path) -> AirflowSettings:
         raise SettingsError(f"cannot read {path}: {exc}") from exc
     section = document.get("airflow") or {}
     connections = tuple(_connection(path, raw) for raw in section.get("connections") or [])
-    variables = {
-        str(item["variable_name"]): str(item["variable_value"]) for item in section.get("variables") or []
-    }
+    variables = {str(item["variable_name"]): str(item["variable_value"]) for item in section.get("variables") or []}
     pools = tuple(
         PoolSpec(str(item["pool_name"]), int(item["pool_slot"]), str(item.get("pool_description") or ""))
         for item in section.get("pools") or []
@@ -110,9 +108,7 @@ def _connection(path: Path, raw: dict[str, Any]) -> ConnectionSpec:
     )
 
 
-def localize(
-    settings: AirflowSettings, services: dict[str, Endpoint], paths: dict[str, Path]
-) -> AirflowSettings:
+def localize(settings: AirflowSettings, services: dict[str, Endpoint], paths: dict[str, Path]) -> AirflowSettings:
     """Point compose service hosts at local endpoints and container paths at local folders.
 
     ``services`` maps a compose service name (``source-db``) to its local endpoint; ``paths`` maps
@@ -133,9 +129,7 @@ def _localize_connection(conn: ConnectionSpec, services: dict[str, Endpoint]) ->
     return replace(conn, host=host, port=port, extra=extra)
 
 
-def _localize_host(
-    host: str | None, port: int | None, services: dict[str, Endpoint]
-) -> tuple[str | None, int | None]:
+def _localize_host(host: str | None, port: int | None, services: dict[str, Endpoint]) -> tuple[str | None, int | None]:
     if not host:
         return host, port
     if "://" in host:

@@ -88,15 +88,30 @@ class RunTiming:
         begin = _time(run["start_date"])
         total = (_time(run["end_date"]) - begin).total_seconds()
         timeline = sorted(
-            ({"task": ti["task_id"], "try": ti.get("try_number"),
-              **{key: round((_time(ti[field]) - begin).total_seconds(), 2) for key, field in _TIMELINE_FIELDS if ti.get(field)}}
-             for ti in instances),
+            (
+                {
+                    "task": ti["task_id"],
+                    "try": ti.get("try_number"),
+                    **{
+                        key: round((_time(ti[field]) - begin).total_seconds(), 2)
+                        for key, field in _TIMELINE_FIELDS
+                        if ti.get(field)
+                    },
+                }
+                for ti in instances
+            ),
             key=lambda t: t.get("start", 1e9),
-        )  # fmt: skip
+        )
         dbt_times = spans.get("dbt")
         window = (min(dbt_times), max(dbt_times)) if dbt_times else None
-        return cls(label, round(total, 1), {k: round(v, 1) for k, v in stages.items()}, len(instances), timeline,
-                   dbt_window=window)  # fmt: skip
+        return cls(
+            label,
+            round(total, 1),
+            {k: round(v, 1) for k, v in stages.items()},
+            len(instances),
+            timeline,
+            dbt_window=window,
+        )
 
 
 _TIMELINE_FIELDS = (("queued", "queued_when"), ("start", "start_date"), ("end", "end_date"))
@@ -148,10 +163,17 @@ class PeakMemory(threading.Thread):
     def summary(self) -> dict[str, object]:
         """Peak memory so far: the scheduler's, and the largest task process's."""
         scheduler = self.peaks.get(self.scheduler_pid, (0.0, "scheduler"))[0]
-        tasks = [(peak, title) for pid, (peak, title) in self.peaks.items()
-                 if pid != self.scheduler_pid and "LocalExecutor" not in title and "serve-logs" not in title]  # fmt: skip
+        tasks = [
+            (peak, title)
+            for pid, (peak, title) in self.peaks.items()
+            if pid != self.scheduler_pid and "LocalExecutor" not in title and "serve-logs" not in title
+        ]
         largest = max(tasks, default=(0.0, "-"))
-        return {"scheduler_peak_mib": round(scheduler), "largest_task_peak_mib": round(largest[0]), "largest_task": largest[1]}
+        return {
+            "scheduler_peak_mib": round(scheduler),
+            "largest_task_peak_mib": round(largest[0]),
+            "largest_task": largest[1],
+        }
 
 
 def _title(process: psutil.Process) -> str:
@@ -187,7 +209,8 @@ class BenchReport:
             "extraction stage / psql COPY pipe": full.stages["extraction"] / b["psql COPY pipe (4 tables)"],
             "incremental run / full run": incremental.total_s / full.total_s,
             "pipeline / floor (full: COPY pipe + dbt build --full-refresh + docs)": full.total_s / self.floor("full"),
-            "pipeline / floor (incremental: COPY pipe + dbt build + docs)": incremental.total_s / self.floor("incremental"),
+            "pipeline / floor (incremental: COPY pipe + dbt build + docs)": incremental.total_s
+            / self.floor("incremental"),
             f"clear {CLEARED_MODEL}.run with downstream / dbt build --select {CLEARED_MODEL}+": (
                 self.retry["seconds"] / b[f"dbt build --select {CLEARED_MODEL}+"]
             ),
@@ -201,7 +224,9 @@ class PipelineBench:
         self.root = root / scale
         dags_folder = self._dags_folder()
         self.curve = [CurveProject.prepare(factor, self.root / "curve", dags_folder) for factor in curve]
-        self.stack = LocalStack(StackLayout(self.root / "local"), airflow_port=find_free_port(), dags_folder=dags_folder)
+        self.stack = LocalStack(
+            StackLayout(self.root / "local"), airflow_port=find_free_port(), dags_folder=dags_folder
+        )
         self.base_url = f"http://127.0.0.1:{self.stack.ports.airflow}"
         self.report = BenchReport(scale)
         self.sampler: PeakMemory | None = None
@@ -226,10 +251,13 @@ class PipelineBench:
         try:
             wait_for_dag(self.base_url, DAG_ID)
             self.report.runs.append(self._pipeline_run("full"))
-            changes = shopgen.apply_changes(1, self.stack.source_dsn(), self.stack.layout.charges_db,
-                                            self.stack.layout.marketing_landing_dir)  # fmt: skip
-            say(f"one day of changes: {changes.new_orders} new orders, {changes.status_changes} status changes, "
-                f"{changes.late_refunds} late refunds")  # fmt: skip
+            changes = shopgen.apply_changes(
+                1, self.stack.source_dsn(), self.stack.layout.charges_db, self.stack.layout.marketing_landing_dir
+            )
+            say(
+                f"one day of changes: {changes.new_orders} new orders, {changes.status_changes} status changes, "
+                f"{changes.late_refunds} late refunds"
+            )
             incremental = self._pipeline_run("incremental")
             self.report.runs.append(incremental)
             self.report.memory = memory.summary()
@@ -275,8 +303,10 @@ class PipelineBench:
         if self.sampler is not None:
             timing.peak_task_processes = self.sampler.peak_task_processes(timing.dbt_window)
         self.task_ids.update({ti["id"]: ti["task_id"] for ti in instances})
-        say(f"{label}: {timing.total_s:.1f}s {timing.stages}, peak task processes in the dbt stage "
-            f"{timing.peak_task_processes}")  # fmt: skip
+        say(
+            f"{label}: {timing.total_s:.1f}s {timing.stages}, peak task processes in the dbt stage "
+            f"{timing.peak_task_processes}"
+        )
         return timing
 
     def _retry_from_grid(self, run_id: str) -> dict[str, float]:
@@ -296,10 +326,15 @@ class PipelineBench:
         from include.orchestration.dbt_cli import run_dbt
 
         # the profile mapping reads the Connection the Airflow way; this process is the bench's own
-        os.environ["AIRFLOW_CONN_WAREHOUSE_POSTGRES"] = self.stack.settings.connection("warehouse_postgres").to_env_value()
-        plain = (("dbt build --full-refresh", ["build", "--full-refresh"]), ("dbt build", ["build"]),
-                 (f"dbt build --select {CLEARED_MODEL}+", ["build", "--select", f"{CLEARED_MODEL}+"]),
-                 ("dbt docs generate", ["docs", "generate"]))  # fmt: skip
+        os.environ["AIRFLOW_CONN_WAREHOUSE_POSTGRES"] = self.stack.settings.connection(
+            "warehouse_postgres"
+        ).to_env_value()
+        plain = (
+            ("dbt build --full-refresh", ["build", "--full-refresh"]),
+            ("dbt build", ["build"]),
+            (f"dbt build --select {CLEARED_MODEL}+", ["build", "--select", f"{CLEARED_MODEL}+"]),
+            ("dbt docs generate", ["docs", "generate"]),
+        )
         for label, args in plain:
             started = time.perf_counter()
             run_dbt(args)
@@ -315,9 +350,14 @@ class PipelineBench:
         seconds = 0.0
         for table in TABLES:
             create_like(self.stack.source_dsn(), self.stack.warehouse_dsn(), table, "copy_pipe")
-            seconds += psql_copy_pipe(host, port, (source.login, source.password, source.schema),
-                                      (warehouse.login, warehouse.password, warehouse.schema),
-                                      f"public.{table}", f"copy_pipe.{table}")  # fmt: skip
+            seconds += psql_copy_pipe(
+                host,
+                port,
+                (source.login, source.password, source.schema),
+                (warehouse.login, warehouse.password, warehouse.schema),
+                f"public.{table}",
+                f"copy_pipe.{table}",
+            )
         return seconds
 
     def _curve_point(self, project: CurveProject) -> dict[str, float]:
@@ -329,9 +369,14 @@ class PipelineBench:
         run_dbt(["build", "--full-refresh"], project_dir=project.project_dir)
         build_s = time.perf_counter() - started
         say(f"x{project.factor}: {project.models} models, dbt stage {timing.total_s:.1f}s, dbt build {build_s:.1f}s")
-        return {"factor": project.factor, "models": project.models, "tasks": timing.tasks,
-                "dbt_stage_s": timing.total_s, "dbt_build_s": round(build_s, 1),
-                "peak_task_processes": timing.peak_task_processes}  # fmt: skip
+        return {
+            "factor": project.factor,
+            "models": project.models,
+            "tasks": timing.tasks,
+            "dbt_stage_s": timing.total_s,
+            "dbt_build_s": round(build_s, 1),
+            "peak_task_processes": timing.peak_task_processes,
+        }
 
 
 @dataclass(frozen=True)
@@ -397,17 +442,27 @@ def table(report: BenchReport) -> str:
     lines += [f"  {name:<28} {seconds:>7.1f}s" for name, seconds in report.baselines.items()]
     lines += ["", "ratios:"]
     lines += [f"  {name:<44} {value:>6.2f}" for name, value in report.ratios().items()]
-    lines += ["", f"parse: empty DAG file {report.parse['empty_s']:.2f}s, pipeline DAG file {report.parse['pipeline_s']:.2f}s "
-                  f"(adds {report.parse['added_s']:.2f}s)"]  # fmt: skip
-    lines += [f"peak memory: scheduler {report.memory['scheduler_peak_mib']} MiB, largest task "
-              f"{report.memory['largest_task_peak_mib']} MiB ({report.memory['largest_task']})"]  # fmt: skip
+    lines += [
+        "",
+        f"parse: empty DAG file {report.parse['empty_s']:.2f}s, pipeline DAG file {report.parse['pipeline_s']:.2f}s "
+        f"(adds {report.parse['added_s']:.2f}s)",
+    ]
+    lines += [
+        f"peak memory: scheduler {report.memory['scheduler_peak_mib']} MiB, largest task "
+        f"{report.memory['largest_task_peak_mib']} MiB ({report.memory['largest_task']})"
+    ]
     if report.curve:
-        lines += ["", f"{'models':>7} {'tasks':>6} {'dbt stage':>10} {'dbt build':>10} {'ratio':>6} {'parse adds':>11}"
-                      f" {'peak procs':>10}"]  # fmt: skip
+        lines += [
+            "",
+            f"{'models':>7} {'tasks':>6} {'dbt stage':>10} {'dbt build':>10} {'ratio':>6} {'parse adds':>11}"
+            f" {'peak procs':>10}",
+        ]
         for point in report.curve:
-            lines.append(f"{point['models']:>7} {point['tasks']:>6} {point['dbt_stage_s']:>9.1f}s {point['dbt_build_s']:>9.1f}s "
-                         f"{point['dbt_stage_s'] / point['dbt_build_s']:>6.2f} {point['parse_added_s']:>10.2f}s"
-                         f" {point['peak_task_processes']:>10}")  # fmt: skip
+            lines.append(
+                f"{point['models']:>7} {point['tasks']:>6} {point['dbt_stage_s']:>9.1f}s {point['dbt_build_s']:>9.1f}s "
+                f"{point['dbt_stage_s'] / point['dbt_build_s']:>6.2f} {point['parse_added_s']:>10.2f}s"
+                f" {point['peak_task_processes']:>10}"
+            )
     return "\n".join(lines)
 
 

@@ -66,8 +66,8 @@ def worker_ours(table: str, full: bool, connections_only: bool = False) -> dict:
     """Runs in a child process: import first (a worker has Airflow loaded), then time one extract.
 
     The warm-up does what any Airflow task process has done by the time it extracts: it resolved
-    the two Connections once (the first lookup imports Airflow's connection machinery, ~40 ms of
-    one-off imports that are not part of moving the data) and parsed the DAG file, which read
+    the two Connections once (the first lookup imports Airflow's connection machinery: one-off
+    imports that are not part of moving the data) and parsed the DAG file, which read
     ``sources.yml``."""
     from airflow.sdk import BaseHook
 
@@ -148,10 +148,28 @@ def psql_copy_pipe(host: str, port: int, source: tuple, target: tuple, source_ta
     common = ["-X", "-q", "-h", host, "-p", str(port)]
     (source_user, source_password, source_db), (target_user, target_password, target_db) = source, target
     started = time.perf_counter()
-    reader = subprocess.Popen([psql, *common, "-U", source_user, "-d", source_db, "-c", f"COPY {source_table} TO STDOUT"],
-                              stdout=subprocess.PIPE, env=dict(os.environ, PGPASSWORD=source_password))  # fmt: skip
-    subprocess.run([psql, *common, "-U", target_user, "-d", target_db, "-v", "ON_ERROR_STOP=1", "-c", f"COPY {target_table} FROM STDIN"],
-                   stdin=reader.stdout, env=dict(os.environ, PGPASSWORD=target_password), check=True)  # fmt: skip
+    reader = subprocess.Popen(
+        [psql, *common, "-U", source_user, "-d", source_db, "-c", f"COPY {source_table} TO STDOUT"],
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, PGPASSWORD=source_password),
+    )
+    subprocess.run(
+        [
+            psql,
+            *common,
+            "-U",
+            target_user,
+            "-d",
+            target_db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            f"COPY {target_table} FROM STDIN",
+        ],
+        stdin=reader.stdout,
+        env=dict(os.environ, PGPASSWORD=target_password),
+        check=True,
+    )
     reader.stdout.close()
     if reader.wait() != 0:
         raise RuntimeError(f"psql COPY TO STDOUT of {source_table} failed")
@@ -163,13 +181,18 @@ def create_like(source_dsn: str, target_dsn: str, table: str, schema: str) -> No
     with psycopg.connect(source_dsn) as conn:
         columns = conn.execute(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f"public.{table}",),
-        ).fetchall()  # fmt: skip
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (f"public.{table}",),
+        ).fetchall()
         key = conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE i.indrelid = %s::regclass AND i.indisprimary", (f"public.{table}",),
-        ).fetchall()  # fmt: skip
-    definition = ", ".join([f'"{name}" {type_}' for name, type_ in columns] + [f"PRIMARY KEY ({', '.join(k for (k,) in key)})"])
+            "SELECT a.attname FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+            "WHERE i.indrelid = %s::regclass AND i.indisprimary",
+            (f"public.{table}",),
+        ).fetchall()
+    definition = ", ".join(
+        [f'"{name}" {type_}' for name, type_ in columns] + [f"PRIMARY KEY ({', '.join(k for (k,) in key)})"]
+    )
     with psycopg.connect(target_dsn) as conn:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
@@ -187,9 +210,16 @@ class Bench:
 
     def env(self, warehouse_db: str) -> dict[str, str]:
         """Connections the Airflow way, for child processes."""
-        env = dict(os.environ, AIRFLOW_HOME=str(self.root / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-                   PYTHONPATH=str(REPO_ROOT))  # fmt: skip
-        for conn_id, role, database in (("ecommerce_source", "shop", "source"), ("warehouse_postgres", "warehouse", warehouse_db)):
+        env = dict(
+            os.environ,
+            AIRFLOW_HOME=str(self.root / "airflow"),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            PYTHONPATH=str(REPO_ROOT),
+        )
+        for conn_id, role, database in (
+            ("ecommerce_source", "shop", "source"),
+            ("warehouse_postgres", "warehouse", warehouse_db),
+        ):
             spec = ConnectionSpec(conn_id, "postgres", self.server.host, self.server.port, database, role, ROLES[role])
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = spec.to_env_value()
         return env
@@ -206,8 +236,13 @@ class Bench:
     def generate(self) -> tuple[str, float]:
         """The shop from ``include.dev.shopgen`` at the benchmark's scale."""
         started = time.perf_counter()
-        shopgen.generate(scale=self.scale, seed=SEED, source_dsn=self.dsn("source", "shop"),
-                         charges_db=self.root / "charges.sqlite", landing_dir=self.root / "landing")  # fmt: skip
+        shopgen.generate(
+            scale=self.scale,
+            seed=SEED,
+            source_dsn=self.dsn("source", "shop"),
+            charges_db=self.root / "charges.sqlite",
+            landing_dir=self.root / "landing",
+        )
         return "include.dev.shopgen", time.perf_counter() - started
 
     def apply_one_day_of_changes(self) -> None:
@@ -233,21 +268,33 @@ class Bench:
             conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
 
     def ours(self, table: str, full: bool, trial: int = 1) -> Result:
-        out = self._child([sys.executable, "-m", "include.dev.bench_el", "worker-ours", table] + ([] if full else ["--incremental"]),
-                          self.env("wh_ours"))  # fmt: skip
+        out = self._child(
+            [sys.executable, "-m", "include.dev.bench_el", "worker-ours", table] + ([] if full else ["--incremental"]),
+            self.env("wh_ours"),
+        )
         method = "ours" if full else "ours incremental"
-        return Result(self.scale, method, table, out["rows"], out["seconds"], out["peak_rss_mib"], f"read {out['read']}", trial)
+        return Result(
+            self.scale, method, table, out["rows"], out["seconds"], out["peak_rss_mib"], f"read {out['read']}", trial
+        )
 
     def connections(self, table: str, trial: int = 1) -> Result:
         """An incremental load's floor: its two connections opened and closed, nothing else."""
-        out = self._child([sys.executable, "-m", "include.dev.bench_el", "worker-ours", table, "--connections-only"],
-                          self.env("wh_ours"))  # fmt: skip
+        out = self._child(
+            [sys.executable, "-m", "include.dev.bench_el", "worker-ours", table, "--connections-only"],
+            self.env("wh_ours"),
+        )
         return Result(self.scale, CONNECTIONS, table, 0, out["seconds"], out["peak_rss_mib"], trial=trial)
 
     def psql(self, table: str, trial: int = 1) -> Result:
         create_like(self.dsn("source", "shop"), self.dsn("wh_psql", "warehouse"), table, "pipe")
-        seconds = psql_copy_pipe(self.server.host, self.server.port, ("shop", ROLES["shop"], "source"),
-                                 ("warehouse", ROLES["warehouse"], "wh_psql"), f"public.{table}", f"pipe.{table}")  # fmt: skip
+        seconds = psql_copy_pipe(
+            self.server.host,
+            self.server.port,
+            ("shop", ROLES["shop"], "source"),
+            ("warehouse", ROLES["warehouse"], "wh_psql"),
+            f"public.{table}",
+            f"pipe.{table}",
+        )
         return Result(self.scale, "psql pipe", table, self.count(table), seconds, trial=trial)
 
     def pandas(self, table: str, trial: int = 1) -> Result:
@@ -256,7 +303,9 @@ class Bench:
         warehouse = url.format("warehouse", ROLES["warehouse"], self.server.host, self.server.port, "wh_pandas")
         with psycopg.connect(self.dsn("wh_pandas", "warehouse")) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS naive")
-        out = self._child([sys.executable, "-m", "include.dev.bench_el", "worker-pandas", table, source, warehouse], os.environ)
+        out = self._child(
+            [sys.executable, "-m", "include.dev.bench_el", "worker-pandas", table, source, warehouse], os.environ
+        )
         return Result(self.scale, "pandas", table, out["rows"], out["seconds"], out["peak_rss_mib"], trial=trial)
 
     def dlt(self, table: str) -> Result:
@@ -264,8 +313,10 @@ class Bench:
         source = url.format("shop", ROLES["shop"], self.server.host, self.server.port, "source")
         warehouse = url.format("warehouse", ROLES["warehouse"], self.server.host, self.server.port, "wh_dlt")
         pipelines = self.root / "dlt"
-        out = self._child([str(BENCH_VENV / "bin" / "python"), "-c", DLT_SCRIPT, table, source, warehouse, str(pipelines)],
-                          dict(os.environ, DLT_DATA_DIR=str(pipelines), RUNTIME__LOG_LEVEL="WARNING"))  # fmt: skip
+        out = self._child(
+            [str(BENCH_VENV / "bin" / "python"), "-c", DLT_SCRIPT, table, source, warehouse, str(pipelines)],
+            dict(os.environ, DLT_DATA_DIR=str(pipelines), RUNTIME__LOG_LEVEL="WARNING"),
+        )
         return Result(self.scale, "dlt (pyarrow)", table, out["rows"], out["seconds"], out["peak_rss_mib"])
 
     # -------------------------------------------------------------------------------- helpers
@@ -283,11 +334,22 @@ def ensure_bench_venv() -> None:
         return
     subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
     uv = Path(sys.executable).parent / "uv"
-    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(BENCH_VENV / "bin" / "python"),
-                    "-r", str(REPO_ROOT / "requirements-bench.txt")], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(uv),
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(BENCH_VENV / "bin" / "python"),
+            "-r",
+            str(REPO_ROOT / "requirements-bench.txt"),
+        ],
+        check=True,
+    )
 
 
-def run_scale(scale: str, methods: set[str], pandas_scales: set[str], trials: int) -> list[Result]:
+def run_scale(scale: str, methods: set[str], pandas_scales: set[str], trials: int) -> list[Result]:  # noqa: C901 - one branch per benchmarked method and trial
     """Every method on one freshly generated shop; all but dlt run ``trials`` times, summarised by
     the median: this machine's timings vary by a third from one run to the next."""
     with tempfile.TemporaryDirectory(prefix=f"bench-el-{scale}-") as folder:
@@ -325,8 +387,11 @@ def run_scale(scale: str, methods: set[str], pandas_scales: set[str], trials: in
 
 def _say(result: Result) -> Result:
     rss = f"{result.peak_rss_mib:7.0f}" if result.peak_rss_mib is not None else "      -"
-    print(f"  {result.scale:7} {result.method:17} #{result.trial} {result.table:12} {result.rows:>10,} rows "
-          f"{result.seconds:8.2f}s {result.rows_per_s:>12,.0f} rows/s  peak RSS {rss} MiB  {result.note}", flush=True)  # fmt: skip
+    print(
+        f"  {result.scale:7} {result.method:17} #{result.trial} {result.table:12} {result.rows:>10,} rows "
+        f"{result.seconds:8.2f}s {result.rows_per_s:>12,.0f} rows/s  peak RSS {rss} MiB  {result.note}",
+        flush=True,
+    )
     return result
 
 
@@ -343,21 +408,33 @@ def summarise(results: list[Result]) -> str:
             spread = f"  (median of {len(trials)}: {trials[0][0]:.2f}–{trials[-1][0]:.2f}s)" if len(trials) > 1 else ""
             rss = max((r.peak_rss_mib or 0) for r in picked)
             totals[method] = (rows, seconds)
-            lines.append(f"{scale:7} {method:17} {rows:>10,} rows {seconds:8.2f}s {rows / seconds if seconds else 0:>12,.0f} rows/s  max RSS {rss:6.0f} MiB{spread}")
+            lines.append(
+                f"{scale:7} {method:17} {rows:>10,} rows {seconds:8.2f}s "
+                f"{rows / seconds if seconds else 0:>12,.0f} rows/s  max RSS {rss:6.0f} MiB{spread}"
+            )
         ours = totals.get("ours")
         if ours:
             speed = ours[0] / ours[1]
             for other, label in (("psql pipe", "of the psql pipe"), ("pandas", "× pandas"), ("dlt (pyarrow)", "× dlt")):
                 if other in totals:
                     ratio = speed / (totals[other][0] / totals[other][1])
-                    lines.append(f"{scale:7} ours = {ratio * 100:.0f}% {label}" if other == "psql pipe" else f"{scale:7} ours = {ratio:.1f}{label}")
+                    lines.append(
+                        f"{scale:7} ours = {ratio * 100:.0f}% {label}"
+                        if other == "psql pipe"
+                        else f"{scale:7} ours = {ratio:.1f}{label}"
+                    )
             if "ours incremental" in totals:
                 share = totals["ours incremental"][1] / ours[1]
-                lines.append(f"{scale:7} incremental took {share * 100:.1f}% of the full load, merged {totals['ours incremental'][0]:,} rows")
+                lines.append(
+                    f"{scale:7} incremental took {share * 100:.1f}% of the full load, "
+                    f"merged {totals['ours incremental'][0]:,} rows"
+                )
             if CONNECTIONS in totals:
                 floor = totals[CONNECTIONS][1]
-                lines.append(f"{scale:7} of which opening the {len(TABLES)} loads' connections alone: {floor:.2f}s = "
-                             f"{floor / ours[1] * 100:.1f}% of the full load ({floor / len(TABLES) * 1000:.0f} ms per table)")  # fmt: skip
+                lines.append(
+                    f"{scale:7} of which opening the {len(TABLES)} loads' connections alone: {floor:.2f}s = "
+                    f"{floor / ours[1] * 100:.1f}% of the full load ({floor / len(TABLES) * 1000:.0f} ms per table)"
+                )
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EMPTY_DAG = '''
+EMPTY_DAG = """
 import pendulum
 from airflow.sdk import dag, task
 
@@ -28,7 +28,7 @@ def empty():
     noop()
 
 empty()
-'''
+"""
 MEASURE = """
 import json, sys, time
 import airflow.sdk, cosmos  # Airflow's and Cosmos's own imports are paid by the processor once
@@ -46,8 +46,14 @@ print(json.dumps({"seconds": elapsed, "dags": len(bag.dags)}))
 def parse_seconds(dag_file: Path, repeat: int) -> float:
     times = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", MEASURE, str(dag_file)], capture_output=True, text=True,
-                             check=True, cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT), **_env()})  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", MEASURE, str(dag_file)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO_ROOT,
+            env={"PYTHONPATH": str(REPO_ROOT), **_env()},
+        )
         times.append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
     return statistics.median(times)
 

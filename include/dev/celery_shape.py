@@ -74,8 +74,11 @@ def build_image(repo_root: Path, dags_folder: Path, destination: Path) -> Path:
     copy_project(repo_root, dags_folder, destination)
     result = subprocess.run(
         [sys.executable, "-m", "include.orchestration.manifest"],  # the Dockerfile's RUN step
-        cwd=destination, env={**os.environ, "PYTHONPATH": str(destination)}, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=destination,
+        env={**os.environ, "PYTHONPATH": str(destination)},
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise RuntimeError(
             f"building the dbt manifest in {destination} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"

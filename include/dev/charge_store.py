@@ -98,8 +98,14 @@ class ChargeStore:
         refunded_more = after.get("amount_refunded", 0) > before.get("amount_refunded", 0)
         kind = "charge.refunded" if refunded_more else "charge.updated"
         number = int(connection.execute("SELECT count(*) FROM events").fetchone()[0]) + 1
-        event = {"id": f"evt_{number:024d}", "object": "event", "created": created, "type": kind,
-                 "livemode": False, "data": {"object": after}}  # fmt: skip
+        event = {
+            "id": f"evt_{number:024d}",
+            "object": "event",
+            "created": created,
+            "type": kind,
+            "livemode": False,
+            "data": {"object": after},
+        }
         connection.execute(
             "INSERT INTO events (id, created, type, body) VALUES (?, ?, ?, ?)",
             (event["id"], created, kind, json.dumps(event, separators=(",", ":"))),
@@ -155,7 +161,9 @@ class ChargeStore:
                 params.extend(row)
             where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
             # ending_before pages towards newer charges: read them oldest first, then flip.
-            order = "created ASC, id ASC" if query.ending_before and not query.starting_after else "created DESC, id DESC"
+            order = (
+                "created ASC, id ASC" if query.ending_before and not query.starting_after else "created DESC, id DESC"
+            )
             rows = connection.execute(
                 f"SELECT body FROM {table} {where} ORDER BY {order} LIMIT ?", (*params, query.limit + 1)
             ).fetchall()

@@ -126,9 +126,7 @@ class EmbeddedPostgres:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
             verb = "ALTER" if exists else "CREATE"
             conn.execute(
-                sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
-                    sql.Identifier(name), sql.Literal(password)
-                )
+                sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password))
             )
 
     def ensure_database(self, name: str, owner: str = SUPERUSER) -> None:
@@ -136,9 +134,7 @@ class EmbeddedPostgres:
         with self._admin_connection() as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if not exists:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
-                )
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
 
     # ------------------------------------------------------------------ internals
     def _admin_connection(self) -> psycopg.Connection:

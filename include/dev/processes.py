@@ -7,6 +7,7 @@ is harmless and a crashed process is simply started again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,10 +79,8 @@ class ManagedProcess:
         _signal_group(pid, signal.SIGTERM)
         _, alive = psutil.wait_procs(group, timeout=timeout_s)
         for process in alive:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-            except psutil.NoSuchProcess:
-                pass
         self.pid_file.unlink(missing_ok=True)
 
     def fail_with_log(self, problem: str) -> RuntimeError:
@@ -90,10 +89,8 @@ class ManagedProcess:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(os.getpgid(pid), sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def wait_for_http(url: str, process: ManagedProcess, timeout_s: float = 60) -> None:

@@ -63,7 +63,7 @@ class SlackReceiver:
 
 def _handler_for(receiver: SlackReceiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        def do_POST(self) -> None:
             if not self.path.startswith(WEBHOOK_PREFIX):
                 return self._reply(HTTPStatus.NOT_FOUND, "no_service")
             token = self.path[len(WEBHOOK_PREFIX) :]
@@ -77,7 +77,7 @@ def _handler_for(receiver: SlackReceiver) -> type[BaseHTTPRequestHandler]:
             receiver.record(token, payload)
             self._reply(HTTPStatus.OK, "ok")
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path == "/health":
                 return self._reply(HTTPStatus.OK, "ok")
             if self.path == "/messages":

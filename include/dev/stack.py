@@ -225,30 +225,44 @@ class LocalStack:
         stripe = self.settings.connection("stripe_api")
         return self._process(
             "stripe-stub",
-            sys.executable, "-m", "include.dev.stripe_stub",
-            "--port", str(self.ports.stripe),
-            "--charges-db", str(self.layout.charges_db),
-            "--api-key", stripe.password or "",
+            sys.executable,
+            "-m",
+            "include.dev.stripe_stub",
+            "--port",
+            str(self.ports.stripe),
+            "--charges-db",
+            str(self.layout.charges_db),
+            "--api-key",
+            stripe.password or "",
             env={"PYTHONPATH": str(REPO_ROOT)},
-        )  # fmt: skip
+        )
 
     def slack_receiver(self) -> ManagedProcess:
         slack = self.settings.connection("slack_alerts")
         return self._process(
             "slack-receiver",
-            sys.executable, "-m", "include.dev.slack_receiver",
-            "--port", str(self.ports.slack),
-            "--token", slack.password or "",
-            "--log", str(self.layout.slack_log),
+            sys.executable,
+            "-m",
+            "include.dev.slack_receiver",
+            "--port",
+            str(self.ports.slack),
+            "--token",
+            slack.password or "",
+            "--log",
+            str(self.layout.slack_log),
             env={"PYTHONPATH": str(REPO_ROOT)},
-        )  # fmt: skip
+        )
 
     def snowflake_emulator(self) -> ManagedProcess:
         return self._process(
             "snowflake-emulator",
             str(Path(sys.executable).parent / "fakesnow"),
-            "-s", "-p", str(self.ports.snowflake), "-d", str(self.layout.snowflake_dir),
-        )  # fmt: skip
+            "-s",
+            "-p",
+            str(self.ports.snowflake),
+            "-d",
+            str(self.layout.snowflake_dir),
+        )
 
     def airflow_components(self) -> list[ManagedProcess]:
         airflow = str(Path(sys.executable).parent / "airflow")
@@ -264,10 +278,19 @@ class LocalStack:
         return self._process(
             "redis-broker",
             shutil.which("redis-server") or "redis-server",
-            "--set-proc-title", "no",  # its command line stays what ManagedProcess recognises it by
-            "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.layout.redis_dir),
-            "--port", str(self.ports.redis),
-        )  # fmt: skip
+            "--set-proc-title",
+            "no",  # its command line stays what ManagedProcess recognises it by
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.layout.redis_dir),
+            "--port",
+            str(self.ports.redis),
+        )
 
     def celery_worker(self, worker: WorkerSpec) -> ManagedProcess:
         airflow = str(Path(sys.executable).parent / "airflow")
@@ -275,13 +298,20 @@ class LocalStack:
         return replace(
             self._process(
                 f"airflow-{worker.name}",
-                airflow, "celery", "worker", "--queues", ",".join(worker.queues),
-                "--concurrency", str(worker.concurrency), "--skip-serve-logs",
-                "--celery-hostname", f"{worker.name}@%h",
+                airflow,
+                "celery",
+                "worker",
+                "--queues",
+                ",".join(worker.queues),
+                "--concurrency",
+                str(worker.concurrency),
+                "--skip-serve-logs",
+                "--celery-hostname",
+                f"{worker.name}@%h",
                 env=self.worker_env(worker),
             ),
             cwd=project,
-        )  # fmt: skip
+        )
 
     def celery_processes(self) -> list[ManagedProcess]:
         if self.executor != "celery":
@@ -289,8 +319,13 @@ class LocalStack:
         return [self.broker(), *(self.celery_worker(worker) for worker in self.workers)]
 
     def all_processes(self) -> list[ManagedProcess]:
-        return [self.stripe_stub(), self.slack_receiver(), self.snowflake_emulator(), *self.celery_processes(),
-                *self.airflow_components()]  # fmt: skip
+        return [
+            self.stripe_stub(),
+            self.slack_receiver(),
+            self.snowflake_emulator(),
+            *self.celery_processes(),
+            *self.airflow_components(),
+        ]
 
     # ------------------------------------------------------------------ up / down
     def up(self, scale: str = "small", seed: int = 42, with_airflow: bool = False) -> None:
@@ -472,8 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--airflow", action="store_true", help="also start Airflow (API server on --airflow-port)")
     up.add_argument("--airflow-port", type=int, default=8080)
     up.add_argument("--trigger", action="store_true", help=f"run the {PIPELINE_DAG_ID} DAG once and wait for it")
-    up.add_argument("--executor", choices=EXECUTORS, default=os.environ.get("EXECUTOR") or "local",
-                    help="celery: a Redis broker and workers with their own project copies, as deployed")  # fmt: skip
+    up.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=os.environ.get("EXECUTOR") or "local",
+        help="celery: a Redis broker and workers with their own project copies, as deployed",
+    )
     changes = commands.add_parser("changes", help="play days of business on the shop (include.dev.shopgen)")
     changes.add_argument("--days", type=int, default=1)
     changes.add_argument("--seed", type=int, default=7)
@@ -496,8 +535,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "changes":
             from include.dev import shopgen
 
-            summary = shopgen.apply_changes(args.days, stack.source_dsn(), stack.layout.charges_db,
-                                            stack.layout.marketing_landing_dir, seed=args.seed)  # fmt: skip
+            summary = shopgen.apply_changes(
+                args.days,
+                stack.source_dsn(),
+                stack.layout.charges_db,
+                stack.layout.marketing_landing_dir,
+                seed=args.seed,
+            )
             print(f"Applied {args.days} day(s) of changes: {summary}")
         elif args.command == "down":
             stack.down()

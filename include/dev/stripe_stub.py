@@ -110,9 +110,7 @@ class StripeStub:
         presented = _presented_key(authorization)
         if presented != self.api_key:
             shown = f"{presented[:8]}{'*' * 4}{presented[-4:]}" if presented and len(presented) > 12 else "****"
-            message = (
-                "You did not provide an API key." if not presented else f"Invalid API Key provided: {shown}"
-            )
+            message = "You did not provide an API key." if not presented else f"Invalid API Key provided: {shown}"
             raise StubError(HTTPStatus.UNAUTHORIZED, {"type": "invalid_request_error", "message": message})
 
     def inject_fault(self) -> None:
@@ -125,10 +123,13 @@ class StripeStub:
             self.injected[429] += 1
             raise StubError(
                 HTTPStatus.TOO_MANY_REQUESTS,
-                {"type": "invalid_request_error", "code": "rate_limit",
-                 "message": "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits."},
+                {
+                    "type": "invalid_request_error",
+                    "code": "rate_limit",
+                    "message": "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+                },
                 {"Retry-After": str(RETRY_AFTER_S), "Stripe-Should-Retry": "true"},
-            )  # fmt: skip
+            )
         if draw < faults.rate_429 + faults.rate_500:
             self.injected[500] += 1
             raise StubError(
@@ -144,10 +145,13 @@ class StripeStub:
         except UnknownCharge as missing:
             raise StubError(
                 HTTPStatus.BAD_REQUEST,
-                {"type": "invalid_request_error", "code": "resource_missing",
-                 "param": "starting_after" if query.starting_after else "ending_before",
-                 "message": f"No such charge: '{missing.args[0]}'"},
-            ) from None  # fmt: skip
+                {
+                    "type": "invalid_request_error",
+                    "code": "resource_missing",
+                    "param": "starting_after" if query.starting_after else "ending_before",
+                    "message": f"No such charge: '{missing.args[0]}'",
+                },
+            ) from None
         return self.malform({"object": "list", "data": charges, "has_more": has_more, "url": "/v1/charges"})
 
     def list_events(self, params: dict[str, list[str]]) -> dict[str, Any]:
@@ -159,9 +163,13 @@ class StripeStub:
         except UnknownCharge as missing:
             raise StubError(
                 HTTPStatus.BAD_REQUEST,
-                {"type": "invalid_request_error", "code": "resource_missing", "param": "starting_after",
-                 "message": f"No such event: '{missing.args[0]}'"},
-            ) from None  # fmt: skip
+                {
+                    "type": "invalid_request_error",
+                    "code": "resource_missing",
+                    "param": "starting_after",
+                    "message": f"No such event: '{missing.args[0]}'",
+                },
+            ) from None
         for event in events:
             event["data"]["object"] = self._with_faults(event["data"]["object"])
         return {"object": "list", "data": events, "has_more": has_more, "url": "/v1/events"}
@@ -189,9 +197,13 @@ class StripeStub:
         if charge is None:
             raise StubError(
                 HTTPStatus.NOT_FOUND,
-                {"type": "invalid_request_error", "code": "resource_missing", "param": "id",
-                 "message": f"No such charge: '{charge_id}'"},
-            )  # fmt: skip
+                {
+                    "type": "invalid_request_error",
+                    "code": "resource_missing",
+                    "param": "id",
+                    "message": f"No such charge: '{charge_id}'",
+                },
+            )
         return charge
 
 
@@ -243,11 +255,11 @@ def _presented_key(authorization: str | None) -> str | None:
     return None
 
 
-def _handler_for(stub: StripeStub) -> type[BaseHTTPRequestHandler]:
+def _handler_for(stub: StripeStub) -> type[BaseHTTPRequestHandler]:  # noqa: C901 - one branch per route and fault switch of the stub
     class Handler(BaseHTTPRequestHandler):
         server_version = "stripe-stub"
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             if url.path == "/_stub/health":
                 return self._send(HTTPStatus.OK, {"ok": True, "charges": stub.store.count()})
@@ -255,7 +267,7 @@ def _handler_for(stub: StripeStub) -> type[BaseHTTPRequestHandler]:
                 return self._send(HTTPStatus.OK, asdict(stub.faults))
             self._api(lambda: self._route_api(url.path, parse_qs(url.query)))
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if urlsplit(self.path).path != "/_stub/faults":
                 return self._api(lambda: self._not_found(self.path))
             try:
@@ -264,7 +276,9 @@ def _handler_for(stub: StripeStub) -> type[BaseHTTPRequestHandler]:
                 faults = Faults(**{**asdict(stub.faults), **body})
                 stub.set_faults(faults)
             except (TypeError, ValueError) as bad:
-                return self._send(HTTPStatus.BAD_REQUEST, {"error": {"type": "invalid_request_error", "message": str(bad)}})
+                return self._send(
+                    HTTPStatus.BAD_REQUEST, {"error": {"type": "invalid_request_error", "message": str(bad)}}
+                )
             self._send(HTTPStatus.OK, asdict(stub.faults))
 
         def _route_api(self, path: str, params: dict[str, list[str]]) -> dict[str, Any]:
@@ -294,9 +308,12 @@ def _handler_for(stub: StripeStub) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.OK, NON_JSON_BODY, content_type="text/html")
 
         def _send(
-            self, status: HTTPStatus, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None,
+            self,
+            status: HTTPStatus,
+            body: dict[str, Any] | bytes,
+            headers: dict[str, str] | None = None,
             content_type: str = "application/json",
-        ) -> None:  # fmt: skip
+        ) -> None:
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -307,7 +324,7 @@ def _handler_for(stub: StripeStub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # request lines would be noise in the stack's logs; errors are in the bodies
 
     return Handler

@@ -194,4 +194,3 @@ def _check_unique_names(path: Path, entries: tuple[SourceEntry, ...]) -> None:
                 f"names are raw tables and task ids, so give each entry its own."
             )
         seen.add(entry.name)
-

@@ -113,9 +113,17 @@ def extract(
     report = LoadReport(**{**report.as_dict(), "duration_s": round(time.monotonic() - started, 3)})
     log.info(
         "%s → %s.raw.%s: %s, read %d, merged %d, rejected %d, high-water %s → %s in %.2fs",
-        source_name, target.name, entry.raw_table, report.mode, report.rows_read, report.rows_merged,
-        report.rows_rejected, report.previous_high_water, report.high_water, report.duration_s,
-    )  # fmt: skip
+        source_name,
+        target.name,
+        entry.raw_table,
+        report.mode,
+        report.rows_read,
+        report.rows_merged,
+        report.rows_rejected,
+        report.previous_high_water,
+        report.high_water,
+        report.duration_s,
+    )
     return report
 
 
@@ -143,8 +151,9 @@ def _usable_mark(session: WarehouseSession, table: RawTable, previous: str | Non
         log.warning(
             "raw.%s is empty but raw._ingestion_state keeps its high-water mark %s (the table was truncated "
             "or dropped): loading it in full, as with full_refresh, so its history comes back",
-            table.name, previous,
-        )  # fmt: skip
+            table.name,
+            previous,
+        )
         return None
     return previous
 
@@ -157,8 +166,11 @@ def _unless_future(entry: PostgresTable, previous: str | None, clock: SnapshotCl
     log.warning(
         "source '%s': high-water mark %s is after the source's clock %s: loading raw.%s in full, as with "
         "full_refresh, to pick up the rows an incremental read from it skipped",
-        entry.name, previous, clock.now.isoformat(), entry.raw_table,
-    )  # fmt: skip
+        entry.name,
+        previous,
+        clock.now.isoformat(),
+        entry.raw_table,
+    )
     return None
 
 
@@ -182,8 +194,12 @@ def _postgres_mark(
     if cursor.newest.tzinfo is None:
         limit = limit.astimezone(UTC).replace(tzinfo=None)
     if limit < cursor.newest:
-        log.info("source '%s': high-water mark held at %s, when a source transaction still open began, not %s",
-                 entry.name, limit.isoformat(), cursor.newest.isoformat())  # fmt: skip
+        log.info(
+            "source '%s': high-water mark held at %s, when a source transaction still open began, not %s",
+            entry.name,
+            limit.isoformat(),
+            cursor.newest.isoformat(),
+        )
         return limit.isoformat()
     return cursor.newest.isoformat()
 
@@ -194,15 +210,27 @@ def _warn_unmarkable(entry: PostgresTable, cursor: StagedCursor, clock: Snapshot
         log.warning(
             "source '%s': %d row(s) of %s.%s have %s after the source's clock %s (newest %s; keys e.g. %s): "
             "loaded, but the high-water mark does not follow them. Fix the rows' %s in the source.",
-            entry.name, cursor.future, entry.schema, entry.table, entry.cursor, clock.now.isoformat(),
-            cursor.future_max, "; ".join(cursor.future_keys), entry.cursor,
-        )  # fmt: skip
+            entry.name,
+            cursor.future,
+            entry.schema,
+            entry.table,
+            entry.cursor,
+            clock.now.isoformat(),
+            cursor.future_max,
+            "; ".join(cursor.future_keys),
+            entry.cursor,
+        )
     if cursor.nulls:
         log.warning(
             "source '%s': %d row(s) of %s.%s have a NULL %s: they are re-read on every load. "
             "Set %s in the source (e.g. a NOT NULL DEFAULT now()).",
-            entry.name, cursor.nulls, entry.schema, entry.table, entry.cursor, entry.cursor,
-        )  # fmt: skip
+            entry.name,
+            cursor.nulls,
+            entry.schema,
+            entry.table,
+            entry.cursor,
+            entry.cursor,
+        )
 
 
 def _merge_with_mark(session: WarehouseSession, table: RawTable, source: str, cursor: str, mark: str | None) -> int:
@@ -239,9 +267,18 @@ def _load_postgres(entry: PostgresTable, run: _Run) -> LoadReport:
             mark = _postgres_mark(entry, staged, clock, kept)
             merged = _merge_with_mark(session, table, entry.name, entry.cursor, mark)
     return LoadReport(
-        entry.name, run.warehouse.name, run.batch_id, "full" if full else "incremental",
-        read, merged, 0, previous, mark, 0.0, future_rows=staged.future,
-    )  # fmt: skip
+        entry.name,
+        run.warehouse.name,
+        run.batch_id,
+        "full" if full else "incremental",
+        read,
+        merged,
+        0,
+        previous,
+        mark,
+        0.0,
+        future_rows=staged.future,
+    )
 
 
 def _load_stripe(entry: StripeCharges, run: _Run) -> LoadReport:
@@ -261,9 +298,17 @@ def _load_stripe(entry: StripeCharges, run: _Run) -> LoadReport:
         set_high_water(session, _events_state_key(entry), "event.created", events_mark)
         merged = _merge_with_mark(session, table, entry.name, entry.cursor, mark)
     return LoadReport(
-        entry.name, run.warehouse.name, run.batch_id, "full" if full else "incremental",
-        read, merged, 0, previous, mark, 0.0,
-    )  # fmt: skip
+        entry.name,
+        run.warehouse.name,
+        run.batch_id,
+        "full" if full else "incremental",
+        read,
+        merged,
+        0,
+        previous,
+        mark,
+        0.0,
+    )
 
 
 def _events_state_key(entry: StripeCharges) -> str:
@@ -291,10 +336,19 @@ def _load_marketing(entry: MarketingCsv, run: _Run) -> LoadReport:
         session.merge(source.LANDED_FILES)
         session.commit()
     return LoadReport(
-        entry.name, run.warehouse.name, run.batch_id, "full" if full else "incremental",
-        sum(len(d.rows) + len(d.rejects) for d in deliveries), merged, sum(len(d.rejects) for d in deliveries),
-        None, None, 0.0, names, rows_loaded=sum(len(d.rows) for d in deliveries),
-    )  # fmt: skip
+        entry.name,
+        run.warehouse.name,
+        run.batch_id,
+        "full" if full else "incremental",
+        sum(len(d.rows) + len(d.rejects) for d in deliveries),
+        merged,
+        sum(len(d.rejects) for d in deliveries),
+        None,
+        None,
+        0.0,
+        names,
+        rows_loaded=sum(len(d.rows) for d in deliveries),
+    )
 
 
 _LOADERS: dict[type, Callable[..., LoadReport]] = {

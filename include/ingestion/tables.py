@@ -80,4 +80,3 @@ def _field(value: Any) -> str:
         return value.isoformat()
     text = str(value)
     return '"' + text.replace('"', '""') + '"'
-

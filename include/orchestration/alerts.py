@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -49,8 +49,12 @@ COLOURS = {
     AlertKind.DEADLINE: "#E8A33D",
     AlertKind.SUCCESS: "#2EB67D",
 }
-ICONS = {AlertKind.FAILURE: ":red_circle:", AlertKind.RETRY: ":large_orange_circle:",
-         AlertKind.DEADLINE: ":alarm_clock:", AlertKind.SUCCESS: ":large_green_circle:"}  # fmt: skip
+ICONS = {
+    AlertKind.FAILURE: ":red_circle:",
+    AlertKind.RETRY: ":large_orange_circle:",
+    AlertKind.DEADLINE: ":alarm_clock:",
+    AlertKind.SUCCESS: ":large_green_circle:",
+}
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ def scrub(text: str) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
@@ -110,7 +114,7 @@ def task_message(kind: AlertKind, context: dict[str, Any]) -> SlackMessage:
     ti = context["ti"]
     exception = context.get("exception")
     started = getattr(ti, "start_date", None)
-    duration = (datetime.now(timezone.utc) - started).total_seconds() if started else 0.0
+    duration = (datetime.now(UTC) - started).total_seconds() if started else 0.0
     verb = "failed" if kind is AlertKind.FAILURE else "will retry"
     facts = {
         "DAG": ti.dag_id,
@@ -188,8 +192,11 @@ def send(message: SlackMessage, conn_id: str = SLACK_CONN_ID) -> bool:
 def warn_not_sent(log: Any, kind: AlertKind, conn_id: str, error: BaseException) -> None:
     log.warning(
         "Slack %s alert not sent (%s: %s). The pipeline goes on; check the '%s' connection.",
-        kind.value, type(error).__name__, redact(str(error)), conn_id,
-    )  # fmt: skip
+        kind.value,
+        type(error).__name__,
+        redact(str(error)),
+        conn_id,
+    )
 
 
 async def alert_deadline_missed(context: dict[str, Any] | None = None, **_: Any) -> None:

@@ -39,11 +39,23 @@ def run_dbt(
     mapping = warehouse_profile_mapping(warehouse)
     target_path = target_path or project_dir / "target" / "cli"
     with tempfile.TemporaryDirectory(prefix="dbt-profile-") as profiles_dir:
-        Path(profiles_dir, "profiles.yml").write_text(mapping.get_profile_file_contents(project_names(project_dir).profile, TARGET_NAME))
-        command = [str(dbt_executable()), *args, "--project-dir", str(project_dir), "--profiles-dir", profiles_dir,
-                   "--target-path", str(target_path)]  # fmt: skip
+        Path(profiles_dir, "profiles.yml").write_text(
+            mapping.get_profile_file_contents(project_names(project_dir).profile, TARGET_NAME)
+        )
+        command = [
+            str(dbt_executable()),
+            *args,
+            "--project-dir",
+            str(project_dir),
+            "--profiles-dir",
+            profiles_dir,
+            "--target-path",
+            str(target_path),
+        ]
         env = {**os.environ, **mapping.env_vars, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
         result = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        raise DbtCommandFailed(f"`dbt {' '.join(args)}` on {warehouse} failed:\n{result.stdout[-6000:]}{result.stderr[-2000:]}")
+        raise DbtCommandFailed(
+            f"`dbt {' '.join(args)}` on {warehouse} failed:\n{result.stdout[-6000:]}{result.stderr[-2000:]}"
+        )
     return result.stdout

@@ -8,7 +8,7 @@ from what the tasks reported.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from include.ingestion.config import load_source_config
@@ -48,7 +48,7 @@ def run_choices(params: dict[str, Any]) -> RunChoices:
         raise InvalidRunParams(f"param full_refresh={full_refresh!r} must be true or false.")
     wanted = params.get("sources") or []
     if isinstance(wanted, str) or not all(isinstance(name, str) for name in wanted):
-        raise InvalidRunParams(f"param sources={wanted!r} must be a list of source names, e.g. [\"orders\"].")
+        raise InvalidRunParams(f'param sources={wanted!r} must be a list of source names, e.g. ["orders"].')
     unknown = [name for name in wanted if name not in known]
     if unknown:
         raise InvalidRunParams(
@@ -64,11 +64,15 @@ def batch_id(run_id: str, task_id: str, try_number: int) -> str:
 
 
 def success_message(
-    dag_id: str, run_id: str, started: datetime | None, loads: dict[str, dict[str, Any] | None],
-    task_states: dict[str, str], warehouse: str,
-) -> SlackMessage:  # fmt: skip
+    dag_id: str,
+    run_id: str,
+    started: datetime | None,
+    loads: dict[str, dict[str, Any] | None],
+    task_states: dict[str, str],
+    warehouse: str,
+) -> SlackMessage:
     """The run summary: rows per source, rejects, models built, tests passed, duration."""
-    duration = (datetime.now(timezone.utc) - started).total_seconds() if started else 0.0
+    duration = (datetime.now(UTC) - started).total_seconds() if started else 0.0
     models = sum(1 for task, state in task_states.items() if task.endswith(".run") and state == "success")
     tests = sum(1 for task, state in task_states.items() if task.endswith("test") and state == "success")
     rows = {name: report["rows_merged"] for name, report in loads.items() if report}
@@ -80,7 +84,8 @@ def success_message(
         "Rejected rows": f"{rejects:,}",
         "Rows read (loaded + rejected)": ", ".join(
             f"{name} {_accounted(report)}" for name, report in loads.items() if report
-        ) or "none",
+        )
+        or "none",
         "Models built": str(models),
         "Tests passed": str(tests),
         "Skipped sources": ", ".join(name for name, report in loads.items() if report is None) or "none",

@@ -73,10 +73,14 @@ def entry_problems(conn: Any, entry: PostgresTable) -> list[str]:
     """What keeps ``entry`` from running, one sentence each naming the key and the fix."""
     where = f"sources.yml source '{entry.name}'"
     pools = declared_pools()
-    problems = [] if entry.pool is None or pools is None or entry.pool in pools else [
-        f"{where}: `pool` {entry.pool!r} is not a pool of airflow_settings.yaml ({', '.join(sorted(pools))}), "
-        f"so its extraction would wait forever: add the pool there (and on the deployment) or fix `pool`."
-    ]  # fmt: skip
+    problems = (
+        []
+        if entry.pool is None or pools is None or entry.pool in pools
+        else [
+            f"{where}: `pool` {entry.pool!r} is not a pool of airflow_settings.yaml ({', '.join(sorted(pools))}), "
+            f"so its extraction would wait forever: add the pool there (and on the deployment) or fix `pool`."
+        ]
+    )
     table = f"{entry.schema}.{entry.table}"
     columns = dict(conn.execute(_COLUMN_TYPES, (entry.schema, entry.table)).fetchall())
     if not columns:
@@ -90,7 +94,9 @@ def entry_problems(conn: Any, entry: PostgresTable) -> list[str]:
         )
     missing = [column for column in entry.primary_key if column not in columns]
     if missing:
-        problems.append(f"{where}: `primary_key` column(s) {', '.join(missing)} are not columns of {table}: fix `primary_key`.")
+        problems.append(
+            f"{where}: `primary_key` column(s) {', '.join(missing)} are not columns of {table}: fix `primary_key`."
+        )
     elif not conn.execute(_UNIQUE_ON_SUBSET, (entry.schema, entry.table, list(entry.primary_key))).fetchone()[0]:
         problems.append(
             f"{where}: `primary_key` ({', '.join(entry.primary_key)}) is not unique in {table} (no primary key or "

@@ -131,8 +131,11 @@ def build_manifest(project_dir: Path = DBT_PROJECT_DIR) -> Path:
         env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "false"}
         result = subprocess.run(
             [str(dbt_executable()), "parse", "--project-dir", str(project_dir), "--profiles-dir", profiles_dir],
-            cwd=project_dir, env=env, capture_output=True, text=True,
-        )  # fmt: skip
+            cwd=project_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     if result.returncode != 0:
         raise ManifestError(f"`dbt parse` failed for {project_dir}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
     (project_dir / FINGERPRINT_PATH.relative_to(DBT_PROJECT_DIR)).write_text(fingerprint + "\n")

@@ -120,7 +120,9 @@ def _connections(path: Path, document: dict[str, Any]) -> dict[str, ConnectionLi
         spec = raw[conn_id] or {}
         unknown = spec.keys() - allowed if isinstance(spec, dict) else {"<not a mapping>"}
         if unknown:
-            raise PolicyError(f"{path}: connections.{conn_id} has unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+            raise PolicyError(
+                f"{path}: connections.{conn_id} has unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})"
+            )
         for key, value in spec.items():
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise PolicyError(f"{path}: connections.{conn_id}.{key} must be a positive whole number of seconds")
@@ -137,8 +139,11 @@ def _task_policy(path: Path, name: str, spec: Any) -> TaskPolicy:
         raise PolicyError(f"{path}: tasks.{name} has unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
     if not isinstance(spec["retries"], int) or spec["retries"] < 0:
         raise PolicyError(f"{path}: tasks.{name}.retries must be a non-negative integer")
-    minutes = {key: _minutes(path, name, key, spec[key])
-               for key in ("retry_delay", "execution_timeout", "max_retry_delay") if key in spec}  # fmt: skip
+    minutes = {
+        key: _minutes(path, name, key, spec[key])
+        for key in ("retry_delay", "execution_timeout", "max_retry_delay")
+        if key in spec
+    }
     return TaskPolicy(
         retries=spec["retries"],
         retry_delay=minutes["retry_delay"],

@@ -9,7 +9,7 @@ parsed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from cosmos.profiles import BaseProfileMapping, PostgresUserPasswordProfileMapping, SnowflakeUserPasswordProfileMapping
 
@@ -40,7 +40,10 @@ class SnowflakeProfileMapping(SnowflakeUserPasswordProfileMapping):
     """The stock mapping, plus the ``protocol`` extra (``http`` for a local fakesnow server) and
     bounded connection retries (:data:`SNOWFLAKE_RETRIES`)."""
 
-    airflow_param_mapping = {**SnowflakeUserPasswordProfileMapping.airflow_param_mapping, "protocol": "extra.protocol"}
+    airflow_param_mapping: ClassVar[dict[str, Any]] = {
+        **SnowflakeUserPasswordProfileMapping.airflow_param_mapping,
+        "protocol": "extra.protocol",
+    }
 
     @property
     def profile(self) -> dict[str, Any]:

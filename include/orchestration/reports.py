@@ -15,7 +15,9 @@ def daily_revenue_csv(warehouse: str) -> str:
     from airflow.sdk import BaseHook
 
     hook = BaseHook.get_connection(WAREHOUSE_CONN_IDS[warehouse]).get_hook()
-    rows = hook.get_records(f"SELECT {', '.join(DAILY_REVENUE_COLUMNS)} FROM marts.fct_daily_revenue ORDER BY order_date")
+    rows = hook.get_records(
+        f"SELECT {', '.join(DAILY_REVENUE_COLUMNS)} FROM marts.fct_daily_revenue ORDER BY order_date"
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(DAILY_REVENUE_COLUMNS)

@@ -20,7 +20,9 @@ class UnknownWarehouse(ValueError):
 
 def validate_warehouse(name: Any, origin: str = "warehouse") -> str:
     if name not in WAREHOUSE_CONN_IDS:
-        raise UnknownWarehouse(f"{origin}={name!r} is not a known warehouse: use one of {', '.join(WAREHOUSE_CONN_IDS)}.")
+        raise UnknownWarehouse(
+            f"{origin}={name!r} is not a known warehouse: use one of {', '.join(WAREHOUSE_CONN_IDS)}."
+        )
     return str(name)
 
 
@@ -36,7 +38,9 @@ def current_warehouse(params: dict[str, Any] | None = None) -> str:
         return validate_warehouse(params["warehouse"], "param warehouse")
     from airflow.sdk import Variable
 
-    return validate_warehouse(Variable.get(WAREHOUSE_VARIABLE, default=DEFAULT_WAREHOUSE), f"Variable {WAREHOUSE_VARIABLE}")
+    return validate_warehouse(
+        Variable.get(WAREHOUSE_VARIABLE, default=DEFAULT_WAREHOUSE), f"Variable {WAREHOUSE_VARIABLE}"
+    )
 
 
 def _running_task_params() -> dict[str, Any]:
@@ -44,5 +48,5 @@ def _running_task_params() -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
         return dict(get_current_context().get("params") or {})
-    except Exception:  # noqa: BLE001 - outside a running task there is no context: no params
+    except Exception:
         return {}

@@ -58,8 +58,12 @@ def test_dbt_transform_alerts_slack_on_failure_and_retry() -> None:
     from include.orchestration.alerts import AlertKind, PipelineAlert
 
     for task in dag_bag().dags["dbt_transform"].tasks:
-        kinds = {callback.kind for attribute in ("on_failure_callback", "on_retry_callback")
-                 for callback in _callbacks(getattr(task, attribute)) if isinstance(callback, PipelineAlert)}  # fmt: skip
+        kinds = {
+            callback.kind
+            for attribute in ("on_failure_callback", "on_retry_callback")
+            for callback in _callbacks(getattr(task, attribute))
+            if isinstance(callback, PipelineAlert)
+        }
         assert kinds == {AlertKind.FAILURE, AlertKind.RETRY}, task.task_id
 
 

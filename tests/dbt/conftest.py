@@ -53,12 +53,15 @@ def shop_warehouse(
     root = tmp_path_factory.mktemp("shop")
     suffix = uuid.uuid4().hex[:6]
     specs = {}
-    for conn_id, role, database in (("ecommerce_source", "shop", f"shop_{suffix}"),
-                                    ("warehouse_postgres", "warehouse", f"wh_{suffix}")):  # fmt: skip
+    for conn_id, role, database in (
+        ("ecommerce_source", "shop", f"shop_{suffix}"),
+        ("warehouse_postgres", "warehouse", f"wh_{suffix}"),
+    ):
         postgres_server.ensure_role(role, PASSWORDS[role])
         postgres_server.ensure_database(database, owner=role)
-        specs[conn_id] = ConnectionSpec(conn_id, "postgres", postgres_server.host, postgres_server.port,
-                                        database, role, PASSWORDS[role])  # fmt: skip
+        specs[conn_id] = ConnectionSpec(
+            conn_id, "postgres", postgres_server.host, postgres_server.port, database, role, PASSWORDS[role]
+        )
     source_dsn = postgres_server.dsn(specs["ecommerce_source"].schema, "shop", PASSWORDS["shop"])
     shop = ShopWarehouse(
         source_dsn=source_dsn,
@@ -84,8 +87,9 @@ def snowflake_connection_env(database: str, **network: object) -> dict[str, str]
     """``warehouse_snowflake`` as an ``AIRFLOW_CONN_*`` variable; ``network`` = host, port, protocol
     for a ``fakesnow -s`` server (none: in-process ``fakesnow.patch()``)."""
     extra = {"account": "local", "warehouse": "transforming", "database": database, "role": "transformer", **network}
-    spec = ConnectionSpec("warehouse_snowflake", "snowflake", None, None, "raw", "transformer", PASSWORDS["snowflake"],
-                          extra)  # fmt: skip
+    spec = ConnectionSpec(
+        "warehouse_snowflake", "snowflake", None, None, "raw", "transformer", PASSWORDS["snowflake"], extra
+    )
     return {"AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE": spec.to_env_value()}
 
 
@@ -107,6 +111,11 @@ def fast_policies_file(directory: Path, run_deadline_minutes: float | None = Non
 def subprocess_env(shop: ShopWarehouse, airflow_home: Path) -> dict[str, str]:
     """Environment of an Airflow CLI process working on ``shop``: its connections, fast retries."""
     repo_root = str(Path(__file__).resolve().parents[2])
-    return {**os.environ, **shop.env, "AIRFLOW_HOME": str(airflow_home), "PYTHONPATH": repo_root,
-            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-            "ECOMMERCE_POLICIES_FILE": str(fast_policies_file(airflow_home))}
+    return {
+        **os.environ,
+        **shop.env,
+        "AIRFLOW_HOME": str(airflow_home),
+        "PYTHONPATH": repo_root,
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "ECOMMERCE_POLICIES_FILE": str(fast_policies_file(airflow_home)),
+    }

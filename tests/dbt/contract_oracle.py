@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -18,17 +18,40 @@ ROAS_PLACES = Decimal("0.000001")
 
 MART_COLUMNS: dict[str, list[str]] = {
     "fct_orders": [
-        "order_id", "customer_id", "ordered_at", "order_date", "status", "channel", "item_count",
-        "gross_amount", "discount_amount", "net_amount", "amount_paid", "is_fully_paid",
+        "order_id",
+        "customer_id",
+        "ordered_at",
+        "order_date",
+        "status",
+        "channel",
+        "item_count",
+        "gross_amount",
+        "discount_amount",
+        "net_amount",
+        "amount_paid",
+        "is_fully_paid",
     ],
     "dim_customers": [
-        "customer_id", "email", "country_code", "first_ordered_at", "last_ordered_at", "order_count", "lifetime_value",
+        "customer_id",
+        "email",
+        "country_code",
+        "first_ordered_at",
+        "last_ordered_at",
+        "order_count",
+        "lifetime_value",
     ],
     "fct_daily_revenue": ["order_date", "order_count", "gross_amount", "discount_amount", "net_amount", "amount_paid"],
     "fct_marketing_performance": [
-        "spend_date", "channel", "spend", "impressions", "clicks", "attributed_orders", "attributed_revenue", "roas",
+        "spend_date",
+        "channel",
+        "spend",
+        "impressions",
+        "clicks",
+        "attributed_orders",
+        "attributed_revenue",
+        "roas",
     ],
-}  # fmt: skip
+}
 MART_KEYS = {
     "fct_orders": ["order_id"],
     "dim_customers": ["customer_id"],
@@ -50,7 +73,9 @@ def read_marts_postgres(dsn: str) -> dict[str, list[tuple]]:
 
     with psycopg.connect(dsn) as conn:
         return {
-            mart: conn.execute(f"SELECT {', '.join(columns)} FROM marts.{mart} ORDER BY {', '.join(MART_KEYS[mart])}").fetchall()
+            mart: conn.execute(
+                f"SELECT {', '.join(columns)} FROM marts.{mart} ORDER BY {', '.join(MART_KEYS[mart])}"
+            ).fetchall()
             for mart, columns in MART_COLUMNS.items()
         }
 
@@ -68,7 +93,9 @@ def read_marts_snowflake(conn_id: str = "warehouse_snowflake") -> dict[str, list
             selected = ", ".join(f"{column}, {column} IS NULL" for column in columns)
             cursor.execute(f"SELECT {selected} FROM marts.{mart} ORDER BY {', '.join(MART_KEYS[mart])}")
             marts[mart] = [
-                tuple(None if is_null else _comparable(value) for value, is_null in zip(row[::2], row[1::2], strict=True))
+                tuple(
+                    None if is_null else _comparable(value) for value, is_null in zip(row[::2], row[1::2], strict=True)
+                )
                 for row in cursor.fetchall()
             ]
         return marts
@@ -108,8 +135,9 @@ def paid(charge: dict[str, Any]) -> Decimal:
     return (Decimal(charge["amount"]) - Decimal(charge["amount_refunded"])) / minor_units_per_major(charge["currency"])
 
 
-ZERO_DECIMAL = frozenset(("bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-                          "xaf", "xof", "xpf"))  # fmt: skip
+ZERO_DECIMAL = frozenset(
+    ("bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf")
+)
 THREE_DECIMAL = frozenset(("bhd", "jod", "kwd", "omr", "tnd"))
 
 
@@ -119,7 +147,7 @@ def minor_units_per_major(currency: str) -> int:
     return 1 if currency in ZERO_DECIMAL else 1000 if currency in THREE_DECIMAL else 100
 
 
-def expected_marts(raw: Raw) -> dict[str, list[tuple]]:
+def expected_marts(raw: Raw) -> dict[str, list[tuple]]:  # noqa: C901 - the contract's four marts, each written out as the contract says
     """Every mart as a list of tuples in MART_COLUMNS order, sorted by its key."""
     orders = {row["order_id"]: row for row in raw.tables["orders"]}
 
@@ -141,11 +169,22 @@ def expected_marts(raw: Raw) -> dict[str, list[tuple]]:
         discount = sum((i["discount_amount"] for i in items), Decimal(0))
         net = gross - discount
         paid_total = amount_paid.get(order_id, Decimal(0))
-        fct_orders.append((
-            order_id, order["customer_id"], order["ordered_at"], order["ordered_at"].astimezone(timezone.utc).date(),
-            order["status"], order["channel"], sum(i["quantity"] for i in items),
-            _money(gross), _money(discount), _money(net), _money(paid_total), paid_total >= net,
-        ))  # fmt: skip
+        fct_orders.append(
+            (
+                order_id,
+                order["customer_id"],
+                order["ordered_at"],
+                order["ordered_at"].astimezone(UTC).date(),
+                order["status"],
+                order["channel"],
+                sum(i["quantity"] for i in items),
+                _money(gross),
+                _money(discount),
+                _money(net),
+                _money(paid_total),
+                paid_total >= net,
+            )
+        )
     counted = [o for o in fct_orders if o[4] != "cancelled"]
 
     per_customer: dict[int, list[tuple]] = defaultdict(list)
@@ -154,11 +193,17 @@ def expected_marts(raw: Raw) -> dict[str, list[tuple]]:
     dim_customers = []
     for customer in raw.tables["customers"]:
         mine = per_customer.get(customer["customer_id"], [])
-        dim_customers.append((
-            customer["customer_id"], customer["email"], (customer["country_code"] or None) and customer["country_code"].strip(),
-            min((o[2] for o in mine), default=None), max((o[2] for o in mine), default=None),
-            len(mine), _money(sum((o[10] for o in mine), Decimal(0))),
-        ))  # fmt: skip
+        dim_customers.append(
+            (
+                customer["customer_id"],
+                customer["email"],
+                (customer["country_code"] or None) and customer["country_code"].strip(),
+                min((o[2] for o in mine), default=None),
+                max((o[2] for o in mine), default=None),
+                len(mine),
+                _money(sum((o[10] for o in mine), Decimal(0))),
+            )
+        )
 
     per_date: dict[Any, list[tuple]] = defaultdict(list)
     for order in counted:

@@ -31,8 +31,9 @@ pytestmark = pytest.mark.slow
 def test_snowflake_build_on_fakesnow_equals_the_postgres_marts(
     shop_warehouse: ShopWarehouse, fakesnow_server: int
 ) -> None:
-    snowflake = snowflake_connection_env(f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server,
-                                         protocol="http")  # a database of its own on the fakesnow server
+    snowflake = snowflake_connection_env(
+        f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server, protocol="http"
+    )  # a database of its own on the fakesnow server
     loaded = shop_warehouse.extract_all("snowflake", snowflake)
     assert loaded["orders"] > 0
     with pytest.MonkeyPatch.context() as patch:
@@ -50,7 +51,6 @@ def test_snowflake_build_on_fakesnow_equals_the_postgres_marts(
         assert not differing, f"{mart}: {len(differing)} rows differ, first: {differing[0]}"
 
 
-
 BUILD_TIMEOUT_S = 900  # a hung build (a statement the connector retries for ever) fails the test instead
 
 
@@ -61,15 +61,17 @@ def test_second_snowflake_build_merges_a_day_of_changes_like_postgres(
     path that put two DuckDB databases in one transaction); the marts still equal Postgres's."""
     from include.dev import shopgen
 
-    snowflake = snowflake_connection_env(f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server,
-                                         protocol="http")  # fmt: skip
+    snowflake = snowflake_connection_env(
+        f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server, protocol="http"
+    )
     shop_warehouse.extract_all("snowflake", snowflake)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in {**shop_warehouse.env, **snowflake}.items():
             patch.setenv(key, value)
         run_dbt(["build"], warehouse="snowflake", timeout=BUILD_TIMEOUT_S)
-        changes = shopgen.apply_changes(1, shop_warehouse.source_dsn, shop_warehouse.charges_db,
-                                        shop_warehouse.landing_dir)  # fmt: skip
+        changes = shopgen.apply_changes(
+            1, shop_warehouse.source_dsn, shop_warehouse.charges_db, shop_warehouse.landing_dir
+        )
         assert changes.late_refunds and changes.status_changes and changes.new_orders
         shop_warehouse.extract_all("snowflake", snowflake)
         shop_warehouse.extract_all("postgres")
@@ -124,8 +126,12 @@ def test_dbt_against_a_failing_snowflake_ends_within_a_bound_with_an_error(endpo
                 patch.setenv(key, value)
             assert warehouse_profile_mapping("snowflake").profile.items() >= SNOWFLAKE_RETRIES.items()
             with pytest.raises(DbtCommandFailed, match=r"Could not connect to Snowflake backend"):
-                run_dbt(["build", "-s", "stg_orders"], warehouse="snowflake", target_path=tmp_path / "target",
-                        timeout=FAILURE_BOUND_S * 3)  # fmt: skip
+                run_dbt(
+                    ["build", "-s", "stg_orders"],
+                    warehouse="snowflake",
+                    target_path=tmp_path / "target",
+                    timeout=FAILURE_BOUND_S * 3,
+                )
     finally:
         if endpoint == "answers_http_500":
             server.shutdown()

@@ -32,9 +32,20 @@ CHARGES = [  # (id, currency, amount, amount_refunded) as Stripe sends them; exp
 
 
 def charge(charge_id: str, currency: str, amount: int, refunded: int, created: int) -> dict:
-    return {"id": charge_id, "object": "charge", "amount": amount, "amount_refunded": refunded, "currency": currency,
-            "status": "succeeded", "paid": True, "refunded": False, "created": created, "customer": "cus_1",
-            "metadata": {"order_id": "1"}, "payment_method_details": {"type": "card"}}  # fmt: skip
+    return {
+        "id": charge_id,
+        "object": "charge",
+        "amount": amount,
+        "amount_refunded": refunded,
+        "currency": currency,
+        "status": "succeeded",
+        "paid": True,
+        "refunded": False,
+        "created": created,
+        "customer": "cus_1",
+        "metadata": {"order_id": "1"},
+        "payment_method_details": {"type": "card"},
+    }
 
 
 @pytest.fixture
@@ -47,8 +58,15 @@ def env(postgres_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.M
     database = f"currencies_{uuid.uuid4().hex[:8]}"
     postgres_server.ensure_role("warehouse", PASSWORDS["warehouse"])
     postgres_server.ensure_database(database, owner="warehouse")
-    spec = ConnectionSpec("warehouse_postgres", "postgres", postgres_server.host, postgres_server.port, database,
-                          "warehouse", PASSWORDS["warehouse"])  # fmt: skip
+    spec = ConnectionSpec(
+        "warehouse_postgres",
+        "postgres",
+        postgres_server.host,
+        postgres_server.port,
+        database,
+        "warehouse",
+        PASSWORDS["warehouse"],
+    )
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_POSTGRES", spec.to_env_value())
     stripe_api = {"conn_type": "http", "host": url, "password": STRIPE_KEY}
     monkeypatch.setenv("AIRFLOW_CONN_STRIPE_API", json.dumps(stripe_api))
@@ -81,8 +99,9 @@ def test_a_zero_decimal_charge_keeps_its_amount_in_raw_and_is_whole_yen_in_stagi
 def test_a_zero_decimal_charge_is_whole_yen_in_staging_on_snowflake(
     env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fakesnow_server: int
 ) -> None:
-    snowflake = snowflake_connection_env(f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server,
-                                         protocol="http")  # fmt: skip
+    snowflake = snowflake_connection_env(
+        f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server, protocol="http"
+    )
     for key, value in snowflake.items():
         monkeypatch.setenv(key, value)
     extract("stripe_charges", warehouse="snowflake")

@@ -17,11 +17,17 @@ from include.dev.shopgen.rows import ORPHAN_ORDER_OFFSET
 from include.dev.shopgen.source_db import COLUMNS, SourceNotEmpty
 
 CONTRACT_TYPES = {
-    ("customers", "customer_id"): "bigint", ("customers", "email"): "text", ("customers", "country_code"): "character",
-    ("products", "sku"): "text", ("products", "unit_price"): "numeric", ("products", "is_active"): "boolean",
-    ("orders", "currency"): "character", ("orders", "ordered_at"): "timestamp with time zone",
-    ("order_items", "quantity"): "integer", ("order_items", "discount_amount"): "numeric",
-}  # fmt: skip
+    ("customers", "customer_id"): "bigint",
+    ("customers", "email"): "text",
+    ("customers", "country_code"): "character",
+    ("products", "sku"): "text",
+    ("products", "unit_price"): "numeric",
+    ("products", "is_active"): "boolean",
+    ("orders", "currency"): "character",
+    ("orders", "ordered_at"): "timestamp with time zone",
+    ("order_items", "quantity"): "integer",
+    ("order_items", "discount_amount"): "numeric",
+}
 
 
 class Shop:
@@ -29,7 +35,9 @@ class Shop:
         self.dsn, self.charges_db, self.landing = dsn, root / "charges.sqlite", root / "landing"
 
     def generate(self, seed: int = 42) -> Shop:
-        shopgen.generate(scale="small", seed=seed, source_dsn=self.dsn, charges_db=self.charges_db, landing_dir=self.landing)
+        shopgen.generate(
+            scale="small", seed=seed, source_dsn=self.dsn, charges_db=self.charges_db, landing_dir=self.landing
+        )
         return self
 
     def query(self, sql: str) -> list[tuple]:
@@ -75,10 +83,12 @@ def test_tables_have_exactly_the_contract_columns_and_types(shop: Shop) -> None:
 
 
 def test_foreign_keys_hold_and_sizes_are_the_small_scale(shop: Shop) -> None:
-    counts = dict(shop.query(
-        "SELECT 'customers', count(*) FROM customers UNION ALL SELECT 'orders', count(*) FROM orders "
-        "UNION ALL SELECT 'products', count(*) FROM products"
-    ))  # fmt: skip
+    counts = dict(
+        shop.query(
+            "SELECT 'customers', count(*) FROM customers UNION ALL SELECT 'orders', count(*) FROM orders "
+            "UNION ALL SELECT 'products', count(*) FROM products"
+        )
+    )
     assert counts == {"customers": 400, "orders": 2000, "products": 60}
     orphans = shop.query(
         "SELECT (SELECT count(*) FROM orders o LEFT JOIN customers c USING (customer_id) WHERE c.customer_id IS NULL),"
@@ -89,7 +99,9 @@ def test_foreign_keys_hold_and_sizes_are_the_small_scale(shop: Shop) -> None:
     assert shop.query("SELECT count(*) FROM orders WHERE updated_at < created_at")[0][0] == 0
 
 
-def test_the_same_seed_gives_the_same_shop_and_another_seed_another(make_shop: Callable[[str], Shop], shop: Shop) -> None:
+def test_the_same_seed_gives_the_same_shop_and_another_seed_another(
+    make_shop: Callable[[str], Shop], shop: Shop
+) -> None:
     assert make_shop("b").generate(seed=42).fingerprint() == shop.fingerprint()
     assert make_shop("c").generate(seed=43).fingerprint() != shop.fingerprint()
 
@@ -97,10 +109,19 @@ def test_the_same_seed_gives_the_same_shop_and_another_seed_another(make_shop: C
 def test_the_data_covers_every_case_the_marts_must_handle(shop: Shop) -> None:
     statuses = {row[0] for row in shop.query("SELECT DISTINCT status FROM orders")}
     assert statuses == {"placed", "shipped", "completed", "returned", "cancelled"}
-    assert shop.query("SELECT count(*) FROM orders o WHERE NOT EXISTS "
-                      "(SELECT 1 FROM order_items i WHERE i.order_id = o.order_id)")[0][0] > 0  # fmt: skip
-    assert shop.query("SELECT count(*) FROM customers c WHERE NOT EXISTS "
-                      "(SELECT 1 FROM orders o WHERE o.customer_id = c.customer_id)")[0][0] > 0  # fmt: skip
+    assert (
+        shop.query(
+            "SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.order_id)"
+        )[0][0]
+        > 0
+    )
+    assert (
+        shop.query(
+            "SELECT count(*) FROM customers c WHERE NOT EXISTS "
+            "(SELECT 1 FROM orders o WHERE o.customer_id = c.customer_id)"
+        )[0][0]
+        > 0
+    )
     charges = ChargeStore(shop.charges_db).all()
     assert {c["status"] for c in charges} == {"succeeded", "failed", "pending"}
     assert any(c["refunded"] for c in charges), "a fully refunded charge"
@@ -141,8 +162,9 @@ def test_a_day_of_changes_bumps_updated_at_refunds_late_and_redelivers_a_file(sh
     for old in refunded:
         new = after[old["id"]]
         assert new["amount_refunded"] > old["amount_refunded"]
-        assert {k: v for k, v in new.items() if k not in ("amount_refunded", "refunded")} == \
-               {k: v for k, v in old.items() if k not in ("amount_refunded", "refunded")}  # fmt: skip
+        assert {k: v for k, v in new.items() if k not in ("amount_refunded", "refunded")} == {
+            k: v for k, v in old.items() if k not in ("amount_refunded", "refunded")
+        }
         assert summary.now.timestamp() - old["created"] <= timedelta(days=31).total_seconds()
     events = ChargeStore(shop.charges_db).events()  # the stub serves them on /v1/events
     assert sorted(e["data"]["object"]["id"] for e in events) == sorted(c["id"] for c in refunded)

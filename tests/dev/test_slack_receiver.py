@@ -43,7 +43,7 @@ def test_wrong_token_is_refused_like_slack(receiver) -> None:
 
 
 def test_messages_endpoint_lists_payloads(receiver) -> None:
-    slack, base_url = receiver
+    _slack, base_url = receiver
     post(f"{base_url}/T0/B0/secret", {"blocks": [{"type": "section"}]})
     root = base_url.rsplit("/services", 1)[0]
     with urllib.request.urlopen(f"{root}/messages", timeout=5) as response:

@@ -22,10 +22,20 @@ CHARGES = 1_257  # not a multiple of any page size: the last page is partial
 
 def make_charge(number: int) -> dict[str, Any]:
     # Several charges share a `created` second: paging must order by (created, id) to be exact.
-    return {"id": f"ch_{number:06d}", "object": "charge", "amount": 100 + number, "amount_refunded": 0,
-            "currency": "usd", "status": "succeeded", "paid": True, "refunded": False,
-            "created": 1_700_000_000 + number // 3, "customer": "cus_1", "metadata": {"order_id": str(number)},
-            "payment_method_details": {"type": "card"}}  # fmt: skip
+    return {
+        "id": f"ch_{number:06d}",
+        "object": "charge",
+        "amount": 100 + number,
+        "amount_refunded": 0,
+        "currency": "usd",
+        "status": "succeeded",
+        "paid": True,
+        "refunded": False,
+        "created": 1_700_000_000 + number // 3,
+        "customer": "cus_1",
+        "metadata": {"order_id": str(number)},
+        "payment_method_details": {"type": "card"},
+    }
 
 
 @pytest.fixture
@@ -82,15 +92,21 @@ def test_created_filters(stub, store) -> None:
     _, url = stub
     everything = store.all()
     since = 1_700_000_000 + 300
-    expected = [c["id"] for c in sorted(everything, key=lambda c: (c["created"], c["id"]), reverse=True) if c["created"] >= since]
+    expected = [
+        c["id"]
+        for c in sorted(everything, key=lambda c: (c["created"], c["id"]), reverse=True)
+        if c["created"] >= since
+    ]
     assert walk(url, **{"created[gte]": since}) == expected
     between = walk(url, **{"created[gt]": since, "created[lte]": since + 5})
     assert {store.get(cid)["created"] for cid in between} == set(range(since + 1, since + 6))
     assert {store.get(cid)["created"] for cid in walk(url, created=since)} == {since}
 
 
-@pytest.mark.parametrize(("params", "param"), [({"limit": 101}, "limit"), ({"limit": "x"}, "limit"),
-                                               ({"starting_after": "ch_missing"}, "starting_after")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [({"limit": 101}, "limit"), ({"limit": "x"}, "limit"), ({"starting_after": "ch_missing"}, "starting_after")],
+)
 def test_bad_parameters_get_stripe_errors(stub, params, param) -> None:
     _, url = stub
     response = get(url, "/v1/charges", **params)

@@ -45,16 +45,26 @@ def s3_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="local",
-                 aws_secret_access_key="local-secret").create_bucket(Bucket=DOCS_BUCKET)  # fmt: skip
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local-secret",
+    ).create_bucket(Bucket=DOCS_BUCKET)
     yield endpoint
     server.stop()
 
 
 def docs_on_s3(settings: AirflowSettings, endpoint: str) -> AirflowSettings:
     """The deployment's docs location: the Variable on the bucket, its Connection an `aws` one."""
-    storage = ConnectionSpec(DOCS_CONN_ID, "aws", login="local", password="local-secret",
-                             extra={"endpoint_url": endpoint, "region_name": "us-east-1"})  # fmt: skip
+    storage = ConnectionSpec(
+        DOCS_CONN_ID,
+        "aws",
+        login="local",
+        password="local-secret",
+        extra={"endpoint_url": endpoint, "region_name": "us-east-1"},
+    )
     connections = tuple(storage if c.conn_id == DOCS_CONN_ID else c for c in settings.connections)
     return replace(settings, connections=connections, variables={**settings.variables, DOCS_URL_VARIABLE: DOCS_URL})
 
@@ -107,8 +117,13 @@ def test_the_api_server_serves_the_docs_of_that_run_from_s3(stack: LocalStack, s
     import boto3
 
     docs = instances(stack, RUN["run_id"])["dbt_docs"]
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="local",
-                      aws_secret_access_key="local-secret")  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local-secret",
+    )
     stored = {o["Key"] for o in s3.list_objects_v2(Bucket=DOCS_BUCKET)["Contents"]}
     assert stored == {f"dbt-docs/ecommerce/{name}" for name in ("index.html", "manifest.json", "catalog.json")}
     with urllib.request.urlopen(f"{base_url(stack)}/cosmos/ecommerce/manifest.json", timeout=30) as response:

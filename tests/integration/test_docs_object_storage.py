@@ -37,8 +37,13 @@ def s3_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="local", aws_secret_access_key="local-secret")  # fmt: skip
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local-secret",
+    )
     client.create_bucket(Bucket=BUCKET)
     yield endpoint
     server.stop()
@@ -50,12 +55,25 @@ def docs_on_s3(s3_endpoint: str, new_database: Callable[[str], str], monkeypatch
     from psycopg.conninfo import conninfo_to_dict
 
     warehouse = conninfo_to_dict(new_database("docs_warehouse"))
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_POSTGRES", json.dumps({
-        "conn_type": "postgres", "host": warehouse["host"], "port": int(warehouse["port"]),
-        "login": warehouse.get("user"), "password": warehouse.get("password"),
-        "schema": warehouse["dbname"]}))  # fmt: skip
-    storage = {"conn_type": "aws", "login": "local", "password": "local-secret",
-               "extra": json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"})}  # fmt: skip
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WAREHOUSE_POSTGRES",
+        json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": warehouse["host"],
+                "port": int(warehouse["port"]),
+                "login": warehouse.get("user"),
+                "password": warehouse.get("password"),
+                "schema": warehouse["dbname"],
+            }
+        ),
+    )
+    storage = {
+        "conn_type": "aws",
+        "login": "local",
+        "password": "local-secret",
+        "extra": json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"}),
+    }
     monkeypatch.setenv(f"AIRFLOW_CONN_{DOCS_CONN_ID.upper()}", json.dumps(storage))
     monkeypatch.setenv("AIRFLOW__COSMOS__DBT_DOCS_PROJECTS", docs_projects_setting(DOCS_URL, DOCS_CONN_ID))
 

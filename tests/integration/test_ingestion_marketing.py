@@ -28,8 +28,15 @@ def warehouse_dsn(postgres_server: EmbeddedPostgres, monkeypatch: pytest.MonkeyP
     database = f"ing_mkt_{uuid.uuid4().hex[:8]}"
     postgres_server.ensure_role("warehouse", "wh-Pa55word-8e2b7a")
     postgres_server.ensure_database(database, owner="warehouse")
-    spec = ConnectionSpec("warehouse_postgres", "postgres", postgres_server.host, postgres_server.port,
-                          database, "warehouse", "wh-Pa55word-8e2b7a")  # fmt: skip
+    spec = ConnectionSpec(
+        "warehouse_postgres",
+        "postgres",
+        postgres_server.host,
+        postgres_server.port,
+        database,
+        "warehouse",
+        "wh-Pa55word-8e2b7a",
+    )
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_POSTGRES", spec.to_env_value())
     return postgres_server.dsn(database, "warehouse", "wh-Pa55word-8e2b7a")
 
@@ -48,12 +55,17 @@ def rows(dsn: str, query: str) -> list[tuple]:
 
 
 def spend(dsn: str) -> list[tuple]:
-    return rows(dsn, "SELECT date::text, channel, campaign_id, spend::text, impressions, clicks, _source_file, "
-                     "_source_line FROM raw.marketing_spend ORDER BY 1, 2, 3")  # fmt: skip
+    return rows(
+        dsn,
+        "SELECT date::text, channel, campaign_id, spend::text, impressions, clicks, _source_file, "
+        "_source_line FROM raw.marketing_spend ORDER BY 1, 2, 3",
+    )
 
 
 def rejects(dsn: str) -> list[tuple]:
-    return rows(dsn, "SELECT _source_file, _source_line, raw_line, reason FROM raw.marketing_spend_rejects ORDER BY 1, 2")
+    return rows(
+        dsn, "SELECT _source_file, _source_line, raw_line, reason FROM raw.marketing_spend_rejects ORDER BY 1, 2"
+    )
 
 
 def test_bad_rows_are_quarantined_with_reasons_and_good_rows_load(landing: Path, warehouse_dsn: str) -> None:
@@ -71,16 +83,28 @@ def test_bad_rows_are_quarantined_with_reasons_and_good_rows_load(landing: Path,
         ("2025-03-02", "email", "e1", "11.00", 1100, 55, "marketing_spend_2025-03-02.csv", 2),
     ]
     assert rejects(warehouse_dsn) == [
-        ("marketing_spend_2025-03-01.csv", 4, "2025-03-01,tv,tv1,Prime time,999.00,1,1",
-         "unknown channel 'tv' (expected one of organic, paid_search, social, email, affiliate)"),
-        ("marketing_spend_2025-03-01.csv", 5, "2025-03-01,social,s1,Stories,-4.00,10,1", "spend must be >= 0, got -4.00"),
-        ("marketing_spend_2025-03-02.csv", 3, "2025-03-02,affiliate,a1,Partners,abc,5,1", "spend 'abc' is not a decimal number"),
-    ]  # fmt: skip
+        (
+            "marketing_spend_2025-03-01.csv",
+            4,
+            "2025-03-01,tv,tv1,Prime time,999.00,1,1",
+            "unknown channel 'tv' (expected one of organic, paid_search, social, email, affiliate)",
+        ),
+        (
+            "marketing_spend_2025-03-01.csv",
+            5,
+            "2025-03-01,social,s1,Stories,-4.00,10,1",
+            "spend must be >= 0, got -4.00",
+        ),
+        (
+            "marketing_spend_2025-03-02.csv",
+            3,
+            "2025-03-02,affiliate,a1,Partners,abc,5,1",
+            "spend 'abc' is not a decimal number",
+        ),
+    ]
 
 
-def test_each_file_is_loaded_once_and_a_changed_redelivery_replaces_its_rows(
-    landing: Path, warehouse_dsn: str
-) -> None:
+def test_each_file_is_loaded_once_and_a_changed_redelivery_replaces_its_rows(landing: Path, warehouse_dsn: str) -> None:
     day1 = landing / "marketing_spend_2025-03-01.csv"
     day1.write_text(DAY1)
     extract("marketing_spend", batch_id="m1")
@@ -96,8 +120,10 @@ def test_each_file_is_loaded_once_and_a_changed_redelivery_replaces_its_rows(
 
     assert (redelivered.rows_merged, redelivered.rows_rejected) == (2, 1)
     assert rows(warehouse_dsn, "SELECT campaign_id, spend::text, _batch_id FROM raw.marketing_spend ORDER BY 1") == [
-        ("e1", "12.00", "m3"), ("ps1", "120.50", "m1"), ("tv1", "999.00", "m3"),
-    ]  # fmt: skip
+        ("e1", "12.00", "m3"),
+        ("ps1", "120.50", "m1"),
+        ("tv1", "999.00", "m3"),
+    ]
     assert [(r[1], r[3]) for r in rejects(warehouse_dsn)] == [(5, "spend must be >= 0, got -4.00")]
     landed = rows(warehouse_dsn, "SELECT file_name, rows_loaded, rows_rejected, _batch_id FROM raw._landed_files")
     assert landed == [("marketing_spend_2025-03-01.csv", 3, 1, "m3")]
@@ -130,7 +156,9 @@ def test_a_key_repeated_in_one_file_loads_its_last_line_and_rejects_the_earlier(
 
     assert (report.rows_read, report.rows_loaded, report.rows_rejected, report.rows_merged) == (3, 2, 1, 2)
     assert [(r[1], r[2], r[3], r[4], r[7]) for r in spend(warehouse_dsn)] == [
-        ("email", "e1", "12.00", 1200, 4), ("social", "s1", "5.00", 500, 3)]  # fmt: skip
+        ("email", "e1", "12.00", 1200, 4),
+        ("social", "s1", "5.00", 500, 3),
+    ]
     reason = "duplicate key (date, channel, campaign_id): line 4 of this file has the same key and is loaded instead"
     line = "2025-03-03,email,e1,Newsletter,10.00,1000,50"
     assert rejects(warehouse_dsn) == [("marketing_spend_2025-03-03.csv", 2, line, reason)]
@@ -149,5 +177,7 @@ def test_a_redelivery_in_the_same_run_wins_and_every_line_is_accounted_for(landi
     assert report.rows_read == report.rows_loaded + report.rows_rejected == 4
     assert (report.rows_loaded, report.rows_rejected, report.rows_merged) == (3, 1, 2)
     by_key = {(r[1], r[2]): (r[3], r[6]) for r in spend(warehouse_dsn)}
-    assert by_key == {("email", "e1"): ("12.00", "marketing_spend_2025-03-03.csv"),
-                      ("social", "s1"): ("7.00", "marketing_spend_2025-03-04.csv")}  # fmt: skip
+    assert by_key == {
+        ("email", "e1"): ("12.00", "marketing_spend_2025-03-03.csv"),
+        ("social", "s1"): ("7.00", "marketing_spend_2025-03-04.csv"),
+    }

@@ -90,7 +90,14 @@ def rows(dsn: str, query: str) -> list[tuple]:
 
 def assert_raw_equals_source(shop: Shop, table: str, key: str) -> None:
     source = rows(shop.source_dsn, f"SELECT * FROM public.{table} ORDER BY {key}")
-    columns = [c[0] for c in rows(shop.source_dsn, f"SELECT attname FROM pg_attribute WHERE attrelid = 'public.{table}'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum")]  # noqa: E501
+    columns = [
+        c[0]
+        for c in rows(
+            shop.source_dsn,
+            f"SELECT attname FROM pg_attribute WHERE attrelid = 'public.{table}'::regclass"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        )
+    ]
     raw = rows(shop.warehouse_dsn, f"SELECT {', '.join(columns)} FROM raw.{table} ORDER BY {key}")
     assert raw == source
 
@@ -136,7 +143,10 @@ def test_overlap_window_picks_up_rows_committed_late(shop: Shop) -> None:
     extract("orders", batch_id="b1")
     # A transaction that stamped updated_at before the mark but committed after the load ran.
     with psycopg.connect(shop.source_dsn) as conn:
-        conn.execute("UPDATE orders SET status = 'cancelled', updated_at = timestamptz '2025-01-04 07:30:00+00' WHERE order_id = 7")  # noqa: E501
+        conn.execute(
+            "UPDATE orders SET status = 'cancelled', updated_at = timestamptz '2025-01-04 07:30:00+00'"
+            " WHERE order_id = 7"
+        )
     late = extract("orders", batch_id="b2")
     assert late.rows_merged == 1
     assert rows(shop.warehouse_dsn, "SELECT status FROM raw.orders WHERE order_id = 7") == [("cancelled",)]
@@ -146,7 +156,10 @@ def test_column_added_in_source_appears_in_raw(shop: Shop) -> None:
     extract("customers", batch_id="b1")
     with psycopg.connect(shop.source_dsn) as conn:
         conn.execute("ALTER TABLE customers ADD COLUMN loyalty_tier text")
-        conn.execute("UPDATE customers SET loyalty_tier = 'gold', updated_at = timestamptz '2025-02-01 00:00:00+00' WHERE customer_id <= 3")  # noqa: E501
+        conn.execute(
+            "UPDATE customers SET loyalty_tier = 'gold', updated_at = timestamptz '2025-02-01 00:00:00+00'"
+            " WHERE customer_id <= 3"
+        )
     report = extract("customers", batch_id="b2")
     assert report.rows_merged == 3
     assert_raw_equals_source(shop, "customers", "customer_id")
@@ -211,8 +224,9 @@ def test_connection_passwords_never_reach_the_logs(
     caplog.set_level(logging.DEBUG)
     extract("customers", batch_id="b1")
     wrong = "wrong-Pa55word-0c3e"
-    spec = ConnectionSpec("warehouse_postgres", "postgres", postgres_server.host, postgres_server.port,
-                          "postgres", "warehouse", wrong)  # fmt: skip
+    spec = ConnectionSpec(
+        "warehouse_postgres", "postgres", postgres_server.host, postgres_server.port, "postgres", "warehouse", wrong
+    )
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_POSTGRES", spec.to_env_value())
     with pytest.raises(psycopg.OperationalError, match="password authentication failed") as failure:
         extract("customers", batch_id="b2")
@@ -239,12 +253,16 @@ def test_sessions_carry_the_policies_timeouts_and_keepalives(shop: Shop) -> None
     for conn_id in ("ecommerce_source", "warehouse_postgres"):
         limits = connection_limits(conn_id)
         with connect(conn_id) as conn:
-            settings = dict(conn.execute(
-                "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', 'lock_timeout')"
-            ).fetchall())  # fmt: skip
+            settings = dict(
+                conn.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', 'lock_timeout')"
+                ).fetchall()
+            )
             parameters = conn.info.get_parameters()
-        assert settings == {"statement_timeout": str(limits.statement_timeout * 1000),
-                            "lock_timeout": str(limits.lock_timeout * 1000)}, conn_id  # fmt: skip
+        assert settings == {
+            "statement_timeout": str(limits.statement_timeout * 1000),
+            "lock_timeout": str(limits.lock_timeout * 1000),
+        }, conn_id
         assert parameters["connect_timeout"] == str(limits.connect_timeout), conn_id
         assert parameters["keepalives_idle"] == str(limits.keepalives_idle), conn_id
 
@@ -274,10 +292,19 @@ def test_a_warehouse_lock_fails_the_merge_within_lock_timeout_and_the_retry_is_e
     receiver = SlackReceiver(token="T0TEST/B0TEST/lock-drill")
     url = receiver.serve_in_thread()
     try:
-        monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps(
-            {"conn_type": "slackwebhook", "host": url, "password": "T0TEST/B0TEST/lock-drill"}))  # fmt: skip
-        ti = SimpleNamespace(dag_id="ecommerce_elt", task_id="extract_orders", try_number=1, max_tries=2,
-                             run_id="manual__lock", start_date=None, log_url=None)  # fmt: skip
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SLACK_ALERTS",
+            json.dumps({"conn_type": "slackwebhook", "host": url, "password": "T0TEST/B0TEST/lock-drill"}),
+        )
+        ti = SimpleNamespace(
+            dag_id="ecommerce_elt",
+            task_id="extract_orders",
+            try_number=1,
+            max_tries=2,
+            run_id="manual__lock",
+            start_date=None,
+            log_url=None,
+        )
         PipelineAlert(AlertKind.FAILURE).notify({"ti": ti, "exception": failure.value})
         [message] = receiver.messages
     finally:

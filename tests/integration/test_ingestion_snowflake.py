@@ -34,7 +34,8 @@ CREATE TABLE items (item_id bigint PRIMARY KEY, sku text NOT NULL, name text, pr
     is_active boolean, attrs jsonb, launched date, country char(2), updated_at timestamptz);
 INSERT INTO items
 SELECT i, 'SKU-' || i,
-       CASE i % 5 WHEN 0 THEN NULL WHEN 1 THEN 'Mug, "large"' WHEN 2 THEN E'two\\nlines' WHEN 3 THEN 'Café ☕' ELSE 'plain' END,
+       CASE i % 5 WHEN 0 THEN NULL WHEN 1 THEN 'Mug, "large"' WHEN 2 THEN E'two\\nlines'
+                  WHEN 3 THEN 'Café ☕' ELSE 'plain' END,
        (i * 1.25)::numeric(12,2), i % 3 <> 0,
        CASE WHEN i % 4 = 0 THEN NULL ELSE jsonb_build_object('size', i % 7, 'tags', jsonb_build_array('a', i)) END,
        date '2024-01-01' + i, CASE WHEN i % 2 = 0 THEN 'DE' END,
@@ -61,12 +62,15 @@ def postgres_side(postgres_server: EmbeddedPostgres, monkeypatch: pytest.MonkeyP
     """Source and Postgres warehouse databases, as the contract's Connections."""
     suffix = uuid.uuid4().hex[:8]
     dsns = {}
-    for conn_id, role, database in (("ecommerce_source", "shop", f"sf_src_{suffix}"),
-                                    ("warehouse_postgres", "warehouse", f"sf_wh_{suffix}")):  # fmt: skip
+    for conn_id, role, database in (
+        ("ecommerce_source", "shop", f"sf_src_{suffix}"),
+        ("warehouse_postgres", "warehouse", f"sf_wh_{suffix}"),
+    ):
         postgres_server.ensure_role(role, f"{role}-Pa55word")
         postgres_server.ensure_database(database, owner=role)
-        spec = ConnectionSpec(conn_id, "postgres", postgres_server.host, postgres_server.port, database, role,
-                              f"{role}-Pa55word")  # fmt: skip
+        spec = ConnectionSpec(
+            conn_id, "postgres", postgres_server.host, postgres_server.port, database, role, f"{role}-Pa55word"
+        )
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", spec.to_env_value())
         dsns[conn_id] = postgres_server.dsn(database, role, f"{role}-Pa55word")
     with psycopg.connect(dsns["ecommerce_source"]) as conn:
@@ -103,7 +107,12 @@ def _normalise(row: tuple) -> tuple:
 def test_the_hook_forwards_protocol_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
     snowflake_connection(monkeypatch, "analytics", host="127.0.0.1", port=8085, protocol="http")
     params = ProtocolAwareSnowflakeHook(snowflake_conn_id="warehouse_snowflake")._get_conn_params()
-    assert (params["protocol"], params["host"], params["port"], params["account"]) == ("http", "127.0.0.1", 8085, "local")
+    assert (params["protocol"], params["host"], params["port"], params["account"]) == (
+        "http",
+        "127.0.0.1",
+        8085,
+        "local",
+    )
 
 
 def test_in_process_stage_and_merge_equal_the_postgres_writer(
@@ -114,14 +123,18 @@ def test_in_process_stage_and_merge_equal_the_postgres_writer(
         full = extract("items", warehouse="snowflake", batch_id="b1", config_path=sources_file)
         extract("items", warehouse="postgres", batch_id="b1", config_path=sources_file)
         assert (full.rows_read, full.rows_merged, full.high_water) == (500, 500, "2025-01-01T00:08:20.123456+00:00")
-        assert snowflake_raw("items", "item_id") == postgres_raw(postgres_side["warehouse_postgres"], "items", "item_id")
+        assert snowflake_raw("items", "item_id") == postgres_raw(
+            postgres_side["warehouse_postgres"], "items", "item_id"
+        )
 
         with psycopg.connect(postgres_side["ecommerce_source"]) as conn:
             conn.execute(ONE_DAY_OF_CHANGES)
         incremental = extract("items", warehouse="snowflake", batch_id="b2", config_path=sources_file)
         extract("items", warehouse="postgres", batch_id="b2", config_path=sources_file)
         assert (incremental.mode, incremental.rows_merged) == ("incremental", 11)
-        assert snowflake_raw("items", "item_id") == postgres_raw(postgres_side["warehouse_postgres"], "items", "item_id")
+        assert snowflake_raw("items", "item_id") == postgres_raw(
+            postgres_side["warehouse_postgres"], "items", "item_id"
+        )
 
         rerun = extract("items", warehouse="snowflake", batch_id="b3", config_path=sources_file, full_refresh=True)
         assert (rerun.rows_read, rerun.rows_merged) == (501, 0)
@@ -202,8 +215,11 @@ HOSTILE_FILE = "marketing_spend_x\\') OR 1=1 --.csv"
 
 
 def _marketing_tables(warehouse: str, dsn: str) -> dict[str, list[tuple]]:
-    keys = {"marketing_spend": "date, channel, campaign_id", "marketing_spend_rejects": "_source_file, _source_line",
-            "_landed_files": "file_name"}  # fmt: skip
+    keys = {
+        "marketing_spend": "date, channel, campaign_id",
+        "marketing_spend_rejects": "_source_file, _source_line",
+        "_landed_files": "file_name",
+    }
     if warehouse == "snowflake":
         return {table: snowflake_raw(table, key) for table, key in keys.items()}
     return {table: postgres_raw(dsn, table, key) for table, key in keys.items()}
@@ -220,8 +236,9 @@ def test_a_landing_file_name_that_breaks_a_snowflake_literal_changes_nothing_els
     landing = tmp_path / "landing"
     landing.mkdir()
     monkeypatch.setenv("AIRFLOW_VAR_MARKETING_LANDING_URL", f"file://{landing}")
-    snowflake_connection(monkeypatch, f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server,
-                         protocol="http")  # fmt: skip
+    snowflake_connection(
+        monkeypatch, f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server, protocol="http"
+    )
     (landing / "marketing_spend_2025-03-01.csv").write_text(
         MARKETING_HEADER + "2025-03-01,email,e1,Newsletter,10.00,1000,50\n2025-03-01,tv,tv1,Prime,9.00,1,1\n"
     )
@@ -231,14 +248,18 @@ def test_a_landing_file_name_that_breaks_a_snowflake_literal_changes_nothing_els
         MARKETING_HEADER + "2025-03-02,social,s1,Stories,5.00,500,5\n2025-03-02,social,s2,Stories,-1.00,1,1\n"
     )
 
-    reports = {w: extract("marketing_spend", warehouse=w, batch_id="m2", config_path=sources)
-               for w in ("snowflake", "postgres")}  # fmt: skip
+    reports = {
+        w: extract("marketing_spend", warehouse=w, batch_id="m2", config_path=sources)
+        for w in ("snowflake", "postgres")
+    }
 
     assert {w: r.files for w, r in reports.items()} == {"snowflake": (HOSTILE_FILE,), "postgres": (HOSTILE_FILE,)}
     tables = {w: _marketing_tables(w, postgres_side["warehouse_postgres"]) for w in ("snowflake", "postgres")}
     assert tables["snowflake"] == tables["postgres"]
     assert [row[:2] for row in tables["snowflake"]["marketing_spend_rejects"]] == [
-        ("marketing_spend_2025-03-01.csv", 3), (HOSTILE_FILE, 3)]  # fmt: skip
+        ("marketing_spend_2025-03-01.csv", 3),
+        (HOSTILE_FILE, 3),
+    ]
     assert [row[0] for row in tables["snowflake"]["_landed_files"]] == ["marketing_spend_2025-03-01.csv", HOSTILE_FILE]
     source_files = [row[7] for row in tables["snowflake"]["marketing_spend"]]
     assert source_files == ["marketing_spend_2025-03-01.csv", HOSTILE_FILE]
@@ -259,8 +280,9 @@ def test_columns_named_like_reserved_words_load_on_both_warehouses(
     key, cursor and data columns they load and merge, as in the source."""
     sources = tmp_path / "sources.yml"
     sources.write_text(RESERVED_SOURCES)
-    snowflake_connection(monkeypatch, f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server,
-                         protocol="http")  # fmt: skip
+    snowflake_connection(
+        monkeypatch, f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server, protocol="http"
+    )
     with psycopg.connect(postgres_side["ecommerce_source"]) as conn:
         conn.execute('CREATE TABLE slots ("order" bigint PRIMARY KEY, "start" timestamptz, "select" text)')
         conn.execute("INSERT INTO slots VALUES (1, '2025-01-01', 'a'), (2, '2025-01-02', 'b')")
@@ -272,7 +294,9 @@ def test_columns_named_like_reserved_words_load_on_both_warehouses(
     reports = {w: extract("slots", warehouse=w, batch_id="r2", config_path=sources) for w in ("snowflake", "postgres")}
 
     assert {w: (r.mode, r.rows_merged) for w, r in reports.items()} == {
-        "snowflake": ("incremental", 1), "postgres": ("incremental", 1)}  # fmt: skip
+        "snowflake": ("incremental", 1),
+        "postgres": ("incremental", 1),
+    }
     expected = postgres_raw(postgres_side["warehouse_postgres"], "slots", '"order"')
     assert [(row[0], row[2]) for row in expected] == [(1, "changed"), (2, "b")]
     assert snowflake_raw("slots", '"ORDER"') == expected

@@ -41,9 +41,20 @@ class Setup:
 
 
 def charge(number: int, created: int, amount_refunded: int = 0) -> dict:
-    return {"id": f"ch_{number:08d}", "object": "charge", "amount": 1_000 + number, "amount_refunded": amount_refunded,
-            "currency": "usd", "status": "succeeded", "paid": True, "refunded": False, "created": created,
-            "customer": "cus_1", "metadata": {"order_id": str(number)}, "payment_method_details": {"type": "card"}}  # fmt: skip
+    return {
+        "id": f"ch_{number:08d}",
+        "object": "charge",
+        "amount": 1_000 + number,
+        "amount_refunded": amount_refunded,
+        "currency": "usd",
+        "status": "succeeded",
+        "paid": True,
+        "refunded": False,
+        "created": created,
+        "customer": "cus_1",
+        "metadata": {"order_id": str(number)},
+        "payment_method_details": {"type": "card"},
+    }
 
 
 @pytest.fixture
@@ -56,10 +67,19 @@ def setup(postgres_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest
     database = f"ing_stripe_{uuid.uuid4().hex[:8]}"
     postgres_server.ensure_role("warehouse", WAREHOUSE_PASSWORD)
     postgres_server.ensure_database(database, owner="warehouse")
-    warehouse = ConnectionSpec("warehouse_postgres", "postgres", postgres_server.host, postgres_server.port,
-                               database, "warehouse", WAREHOUSE_PASSWORD)  # fmt: skip
+    warehouse = ConnectionSpec(
+        "warehouse_postgres",
+        "postgres",
+        postgres_server.host,
+        postgres_server.port,
+        database,
+        "warehouse",
+        WAREHOUSE_PASSWORD,
+    )
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_POSTGRES", warehouse.to_env_value())
-    monkeypatch.setenv("AIRFLOW_CONN_STRIPE_API", json.dumps({"conn_type": "http", "host": url, "password": STRIPE_KEY}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_STRIPE_API", json.dumps({"conn_type": "http", "host": url, "password": STRIPE_KEY})
+    )
     yield Setup(stub, store, postgres_server.dsn(database, "warehouse", WAREHOUSE_PASSWORD))
     stub.shutdown()
 
@@ -169,8 +189,9 @@ def test_a_malformed_200_fails_naming_the_connection_and_the_page_and_loads_noth
         extract("stripe_charges")
     assert "connection 'stripe_api'" in str(failure.value) and "Check that the connection's host" in str(failure.value)
     with psycopg.connect(setup.warehouse_dsn) as conn:
-        assert conn.execute("SELECT to_regclass('raw.stripe_charges') IS NULL"
-                            " OR NOT EXISTS (SELECT 1 FROM raw.stripe_charges)").fetchone()[0]  # fmt: skip
+        assert conn.execute(
+            "SELECT to_regclass('raw.stripe_charges') IS NULL OR NOT EXISTS (SELECT 1 FROM raw.stripe_charges)"
+        ).fetchone()[0]
 
 
 def test_a_nul_in_metadata_is_stripped_with_a_warning_and_every_charge_loads(
@@ -204,12 +225,19 @@ def test_a_dispute_event_on_an_old_charge_loads_the_charge_as_it_is_now(setup: S
     oldest = min(setup.store.all(), key=lambda c: c["created"])
     disputed = {**oldest, "disputed": True}
     about = {"id": "dp_1", "object": "dispute", "charge": oldest["id"], "amount": 500}
-    dispute = {"id": "evt_dispute_1", "object": "event", "created": NOW + 120, "type": "charge.dispute.created",
-               "data": {"object": about}}  # fmt: skip
+    dispute = {
+        "id": "evt_dispute_1",
+        "object": "event",
+        "created": NOW + 120,
+        "type": "charge.dispute.created",
+        "data": {"object": about},
+    }
     with setup.store.connect() as conn:  # a dispute changes the charge without a charge.* event of its own
         conn.execute("UPDATE charges SET body = ? WHERE id = ?", (json.dumps(disputed), oldest["id"]))
-        conn.execute("INSERT INTO events (id, created, type, body) VALUES (?, ?, ?, ?)",
-                     (dispute["id"], dispute["created"], dispute["type"], json.dumps(dispute)))  # fmt: skip
+        conn.execute(
+            "INSERT INTO events (id, created, type, body) VALUES (?, ?, ?, ?)",
+            (dispute["id"], dispute["created"], dispute["type"], json.dumps(dispute)),
+        )
 
     report = extract("stripe_charges")
 

@@ -36,10 +36,22 @@ from tests.dbt.contract_oracle import read_marts_postgres as marts
 pytestmark = pytest.mark.slow
 DAG_ID = "ecommerce_elt"
 RUN_DEADLINE_MINUTES = 0.25  # every drill run takes longer, so each one misses it and alerts
-STG_ORDERS_DESCENDANTS = ("int_orders_enriched", "fct_orders", "dim_customers", "fct_daily_revenue",
-                          "fct_marketing_performance")  # fmt: skip
-UNRELATED_MODELS = ("stg_customers", "stg_products", "stg_order_items", "stg_stripe_charges", "stg_marketing_spend",
-                    "int_order_items_rolled_up", "int_payments_per_order")  # fmt: skip
+STG_ORDERS_DESCENDANTS = (
+    "int_orders_enriched",
+    "fct_orders",
+    "dim_customers",
+    "fct_daily_revenue",
+    "fct_marketing_performance",
+)
+UNRELATED_MODELS = (
+    "stg_customers",
+    "stg_products",
+    "stg_order_items",
+    "stg_stripe_charges",
+    "stg_marketing_spend",
+    "int_order_items_rolled_up",
+    "int_payments_per_order",
+)
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +129,12 @@ def test_consumer_tasks_take_no_worker_on_the_happy_path(stack: LocalStack) -> N
     instances = {ti["task_id"]: ti for ti in task_instances(base_url(stack), DAG_ID, HAPPY_RUN["run_id"])}
     producer = instances["transform.dbt_producer_watcher"]
     assert producer["pid"] is not None  # what a worker run leaves behind
-    consumers = {task: ti for task, ti in instances.items() if task.startswith("transform.")
-                 and task not in ("transform.dbt_producer_watcher", "transform.dbt_producer_watcher_done")}  # fmt: skip
+    consumers = {
+        task: ti
+        for task, ti in instances.items()
+        if task.startswith("transform.")
+        and task not in ("transform.dbt_producer_watcher", "transform.dbt_producer_watcher_done")
+    }
     assert len(consumers) > 20
     marts = {f"transform.{mart}.run" for mart in MARTS}
     on_a_worker = {task for task, ti in consumers.items() if ti["pid"] is not None or ti["queued_when"] is not None}
@@ -169,7 +185,7 @@ def test_a_run_past_its_deadline_alerts_slack(stack: LocalStack) -> None:
     run_id = HAPPY_RUN["run_id"]
     alerts = wait_for_slack(stack, run_id, "missed its deadline")
     assert len(alerts) == 1, alerts
-    deadline = [m for m in slack_messages(stack, run_id) if "missed its deadline" in m["text"]][0]
+    deadline = next(m for m in slack_messages(stack, run_id) if "missed its deadline" in m["text"])
     assert facts(deadline)["DAG"] == DAG_ID and facts(deadline)["Run"] == run_id
 
 
@@ -184,7 +200,10 @@ def test_a_second_run_without_changes_changes_nothing(stack: LocalStack) -> None
     assert state == "success"
     assert marts(dsn) == before
     with psycopg.connect(dsn) as conn:
-        assert conn.execute("SELECT md5(string_agg(o::text, ',' ORDER BY order_id)) FROM raw.orders o").fetchone() == raw_before
+        assert (
+            conn.execute("SELECT md5(string_agg(o::text, ',' ORDER BY order_id)) FROM raw.orders o").fetchone()
+            == raw_before
+        )
 
 
 @pytest.fixture
@@ -192,7 +211,8 @@ def stripe_faults_and_slack_down(stack: LocalStack) -> Iterator[None]:
     """Stripe answers 30% of requests with 429/500, and Slack's endpoint is gone."""
     stub = f"http://127.0.0.1:{stack.ports.stripe}/_stub/faults"
     set_faults = lambda body: urllib.request.urlopen(  # noqa: E731
-        urllib.request.Request(stub, json.dumps(body).encode(), {"Content-Type": "application/json"}), timeout=10)
+        urllib.request.Request(stub, json.dumps(body).encode(), {"Content-Type": "application/json"}), timeout=10
+    )
     set_faults({"rate_429": 0.15, "rate_500": 0.15})
     stack.slack_receiver().stop()
     yield
@@ -209,7 +229,7 @@ def test_incremental_run_through_stripe_faults_and_without_slack_is_exact(
     summary = shopgen.apply_changes(1, stack.source_dsn(), stack.layout.charges_db, stack.layout.marketing_landing_dir)
     assert summary.late_refunds and summary.status_changes
 
-    run_id, state, states = run_pipeline(stack)
+    _run_id, state, states = run_pipeline(stack)
 
     assert state == "success", {task: s for task, s in states.items() if s != "success"}
     dsn = stack.warehouse_dsn()
@@ -218,8 +238,10 @@ def test_incremental_run_through_stripe_faults_and_without_slack_is_exact(
     assert raw_charges == {c["id"]: c for c in ChargeStore(stack.layout.charges_db).all()}
     with psycopg.connect(stack.source_dsn()) as source, psycopg.connect(dsn) as warehouse:
         query = "SELECT order_id, status, updated_at FROM {} ORDER BY order_id"
-        assert source.execute(query.format("public.orders")).fetchall() == \
-               warehouse.execute(query.format("raw.orders")).fetchall()  # fmt: skip
+        assert (
+            source.execute(query.format("public.orders")).fetchall()
+            == warehouse.execute(query.format("raw.orders")).fetchall()
+        )
     assert marts(dsn) == expected_marts(read_raw_postgres(dsn))  # incremental marts = the full definition
 
 
@@ -228,7 +250,9 @@ def test_a_snowflake_run_builds_the_same_marts_on_fakesnow(stack: LocalStack, mo
     run_id, state, states = run_pipeline(stack, {"warehouse": "snowflake"})
 
     assert state == "success", {task: s for task, s in states.items() if s != "success"}
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", stack.settings.connection("warehouse_snowflake").to_env_value())
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", stack.settings.connection("warehouse_snowflake").to_env_value()
+    )
     assert read_marts_snowflake() == comparable_marts(marts(stack.warehouse_dsn()))
     summary = [m for m in slack_messages(stack, run_id) if "succeeded" in m["text"]]
     assert len(summary) == 1 and "snowflake" in json.dumps(summary[0])
@@ -293,8 +317,10 @@ def test_source_down_mid_extraction_stops_before_dbt_and_a_cleared_rerun_is_exac
     dsn = stack.warehouse_dsn()
     with psycopg.connect(stack.source_dsn()) as source, psycopg.connect(dsn) as warehouse:
         query = "SELECT order_id, status, updated_at FROM {} ORDER BY order_id"
-        assert source.execute(query.format("public.orders")).fetchall() == \
-               warehouse.execute(query.format("raw.orders")).fetchall()  # fmt: skip
+        assert (
+            source.execute(query.format("public.orders")).fetchall()
+            == warehouse.execute(query.format("raw.orders")).fetchall()
+        )
     assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
 
 
@@ -349,12 +375,16 @@ def places_secrets_could_leak_to(stack: LocalStack) -> dict[str, str]:
     files = [*Path(stack.layout.logs_dir).rglob("*.log")]
     files += [f for d in ("target", "logs") for f in (DBT_PROJECT_DIR / d).rglob("*") if f.is_file()]
     places = {str(f): f.read_text(errors="replace") for f in files}
-    places["slack payloads"] = json.dumps([json.loads(line)["payload"] for line in
-                                           stack.layout.slack_log.read_text().splitlines()])  # fmt: skip
+    places["slack payloads"] = json.dumps(
+        [json.loads(line)["payload"] for line in stack.layout.slack_log.read_text().splitlines()]
+    )
     with psycopg.connect(stack.postgres.dsn(AIRFLOW_METADATA_DB)) as metadata:
         places["xcom"] = json.dumps(metadata.execute("SELECT task_id, value::text FROM xcom").fetchall())
-        places["rendered_task_instance_fields"] = json.dumps(metadata.execute(
-            "SELECT task_id, rendered_fields::text, k8s_pod_yaml::text FROM rendered_task_instance_fields").fetchall())
+        places["rendered_task_instance_fields"] = json.dumps(
+            metadata.execute(
+                "SELECT task_id, rendered_fields::text, k8s_pod_yaml::text FROM rendered_task_instance_fields"
+            ).fetchall()
+        )
     return places
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -41,9 +41,14 @@ def warnings_logged(caplog, capsys):
 
 def failed_task_context() -> dict:
     ti = SimpleNamespace(
-        dag_id="ecommerce_elt", task_id="extract_orders", try_number=3, max_tries=2, run_id="manual__1",
-        start_date=datetime.now(timezone.utc) - timedelta(seconds=75), log_url="http://localhost:8080/log",
-    )  # fmt: skip
+        dag_id="ecommerce_elt",
+        task_id="extract_orders",
+        try_number=3,
+        max_tries=2,
+        run_id="manual__1",
+        start_date=datetime.now(UTC) - timedelta(seconds=75),
+        log_url="http://localhost:8080/log",
+    )
     return {"ti": ti, "exception": RuntimeError("source database unreachable")}
 
 
@@ -58,8 +63,14 @@ def test_failure_alert_names_dag_task_try_error_and_log(slack) -> None:
     attachment = only_attachment(slack)
     body = json.dumps(attachment)
     assert attachment["color"] == "#D72C2C"
-    for expected in ("ecommerce_elt", "extract_orders", "3 of 3", "RuntimeError: source database unreachable",
-                     "1m 15s", "http://localhost:8080/log"):  # fmt: skip
+    for expected in (
+        "ecommerce_elt",
+        "extract_orders",
+        "3 of 3",
+        "RuntimeError: source database unreachable",
+        "1m 15s",
+        "http://localhost:8080/log",
+    ):
         assert expected in body
     assert slack.messages[0]["payload"]["text"].endswith("ecommerce_elt.extract_orders failed")
 
@@ -71,9 +82,14 @@ def test_retry_alert_is_amber(slack) -> None:
 
 def test_deadline_alert_runs_async_with_the_triggerer_context(slack) -> None:
     context = {
-        "dag_run": {"dag_id": "ecommerce_elt", "dag_run_id": "scheduled__x", "queued_at": "2026-11-23T06:00:00Z", "state": "running"},
+        "dag_run": {
+            "dag_id": "ecommerce_elt",
+            "dag_run_id": "scheduled__x",
+            "queued_at": "2026-11-23T06:00:00Z",
+            "state": "running",
+        },
         "deadline": {"deadline_time": "2026-11-23T06:30:00Z"},
-    }  # fmt: skip
+    }
     asyncio.run(PipelineAlert(AlertKind.DEADLINE).async_notify(context))
     body = json.dumps(only_attachment(slack))
     assert "missed its deadline" in slack.messages[0]["payload"]["text"]

@@ -51,8 +51,15 @@ def test_renders_seeds_snapshots_and_nested_models(byo_project: Path) -> None:
 
     dag = transform_dag("byo_render_probe", project_dir=byo_project, schedule=None)
     tasks = dag.task_dict
-    assert {"countries.seed", "countries.test", "countries_snapshot_snapshot", "stg_countries.run",
-            "stg_countries.test", "fct_europe_countries.run", "fct_europe_countries.test"} <= set(tasks), sorted(tasks)  # fmt: skip
+    assert {
+        "countries.seed",
+        "countries.test",
+        "countries_snapshot_snapshot",
+        "stg_countries.run",
+        "stg_countries.test",
+        "fct_europe_countries.run",
+        "fct_europe_countries.test",
+    } <= set(tasks), sorted(tasks)
     # the seed's tests gate what reads it; an ephemeral model is inlined by dbt, so its task runs nothing
     assert "countries.test" in tasks["stg_countries.run"].upstream_task_ids
     assert "countries.test" in tasks["countries_snapshot_snapshot"].upstream_task_ids

@@ -3,7 +3,7 @@ bad value and the allowed ones; the success summary counts what the run did."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -37,12 +37,19 @@ def test_bad_params_are_refused_by_name(params: dict, message: str) -> None:
 
 
 def test_success_summary_counts_rows_rejects_models_and_tests() -> None:
-    loads = {"orders": {"rows_merged": 1200, "rows_rejected": 0},
-             "marketing_spend": {"rows_merged": 40, "rows_rejected": 3}, "customers": None}  # fmt: skip
-    states = {"transform.fct_orders.run": "success", "transform.fct_orders.test": "success",
-              "transform.stg_orders.run": "success", "transform.dbt_producer_watcher": "success",
-              "transform.assert_daily_revenue_matches_fct_orders_test": "success"}  # fmt: skip
-    started = datetime.now(timezone.utc) - timedelta(minutes=3)
+    loads = {
+        "orders": {"rows_merged": 1200, "rows_rejected": 0},
+        "marketing_spend": {"rows_merged": 40, "rows_rejected": 3},
+        "customers": None,
+    }
+    states = {
+        "transform.fct_orders.run": "success",
+        "transform.fct_orders.test": "success",
+        "transform.stg_orders.run": "success",
+        "transform.dbt_producer_watcher": "success",
+        "transform.assert_daily_revenue_matches_fct_orders_test": "success",
+    }
+    started = datetime.now(UTC) - timedelta(minutes=3)
     message = success_message("ecommerce_elt", "manual__1", started, loads, states, "postgres")
     assert message.kind is AlertKind.SUCCESS
     assert message.facts["Rows loaded"] == "orders 1,200, marketing_spend 40"
@@ -60,8 +67,9 @@ def test_success_summary_names_future_dated_rows_only_when_there_are_some() -> N
 
 
 def test_success_summary_accounts_every_row_read_as_loaded_or_rejected() -> None:
-    loads = {"orders": {"rows_read": 1200, "rows_merged": 1200, "rows_rejected": 0},
-             "marketing_spend": {"rows_read": 43, "rows_loaded": 40, "rows_merged": 12,
-                                 "rows_rejected": 3}}  # fmt: skip
+    loads = {
+        "orders": {"rows_read": 1200, "rows_merged": 1200, "rows_rejected": 0},
+        "marketing_spend": {"rows_read": 43, "rows_loaded": 40, "rows_merged": 12, "rows_rejected": 3},
+    }
     message = success_message("ecommerce_elt", "manual__1", None, loads, {}, "postgres")
     assert message.facts["Rows read (loaded + rejected)"] == "orders 1,200 (1,200 + 0), marketing_spend 43 (40 + 3)"

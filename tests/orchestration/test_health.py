@@ -55,8 +55,15 @@ def source_with(monkeypatch, postgres_server, new_database, ddl: str) -> None:
     dsn = new_database("health")
     with psycopg.connect(dsn) as conn:
         conn.execute(ddl)
-    spec = ConnectionSpec("ecommerce_source", "postgres", "127.0.0.1", postgres_server.port, dsn.rsplit("/", 1)[1],
-                          "postgres", postgres_server.password)  # fmt: skip
+    spec = ConnectionSpec(
+        "ecommerce_source",
+        "postgres",
+        "127.0.0.1",
+        postgres_server.port,
+        dsn.rsplit("/", 1)[1],
+        "postgres",
+        postgres_server.password,
+    )
     monkeypatch.setenv("AIRFLOW_CONN_ECOMMERCE_SOURCE", spec.to_env_value())
 
 
@@ -79,18 +86,30 @@ def test_a_runnable_entry_passes(monkeypatch, postgres_server, new_database) -> 
 @pytest.mark.parametrize(
     ("ddl", "changes", "expected"),
     [
-        (GOOD_ORDERS, {"pool": "ecommerce_source_pool"},
-         r"source 'orders': `pool` 'ecommerce_source_pool' is not a pool of airflow_settings.yaml.*add the pool"),
-        ("CREATE TABLE orders (order_id bigint PRIMARY KEY, updated_at bigint)", {},
-         r"source 'orders': `cursor` 'updated_at' is bigint of public.orders.*timestamp column.*set `cursor`"),
+        (
+            GOOD_ORDERS,
+            {"pool": "ecommerce_source_pool"},
+            r"source 'orders': `pool` 'ecommerce_source_pool' is not a pool of airflow_settings.yaml.*add the pool",
+        ),
+        (
+            "CREATE TABLE orders (order_id bigint PRIMARY KEY, updated_at bigint)",
+            {},
+            r"source 'orders': `cursor` 'updated_at' is bigint of public.orders.*timestamp column.*set `cursor`",
+        ),
         (GOOD_ORDERS, {"cursor": "status"}, r"source 'orders': `cursor` 'status' is text"),
-        ("CREATE TABLE orders (order_id bigint, updated_at timestamptz)", {},
-         r"source 'orders': `primary_key` \(order_id\) is not unique in public.orders.*add a unique index"),
-        (GOOD_ORDERS + "; CREATE TABLE order_lines (order_id bigint, updated_at timestamptz)", {"table": "order_lines"},
-         r"`primary_key` \(order_id\) is not unique in public.order_lines"),
+        (
+            "CREATE TABLE orders (order_id bigint, updated_at timestamptz)",
+            {},
+            r"source 'orders': `primary_key` \(order_id\) is not unique in public.orders.*add a unique index",
+        ),
+        (
+            GOOD_ORDERS + "; CREATE TABLE order_lines (order_id bigint, updated_at timestamptz)",
+            {"table": "order_lines"},
+            r"`primary_key` \(order_id\) is not unique in public.order_lines",
+        ),
     ],
     ids=["missing_pool", "integer_cursor", "text_cursor", "key_without_unique_index", "other_table"],
-)  # fmt: skip
+)
 def test_configuration_that_cannot_run_fails_naming_entry_key_and_fix(
     monkeypatch, postgres_server, new_database, ddl, changes, expected
 ) -> None:
@@ -107,8 +126,11 @@ def test_a_composite_key_with_a_unique_index_on_part_of_it_passes(monkeypatch, p
 def test_a_file_pattern_matching_no_file_fails_but_loaded_files_pass(monkeypatch, tmp_path) -> None:
     (tmp_path / "marketing_spend_2026-01-01.csv").write_text("date\n")
     monkeypatch.setenv("AIRFLOW_VAR_MARKETING_LANDING_URL", f"file://{tmp_path}")
-    with pytest.raises(SourceUnhealthy, match=r"source 'marketing_spend': `file_pattern` 'spend_\*.csv' matches no "
-                                              r"file.*marketing_spend_2026-01-01.csv.*fix `file_pattern`"):  # fmt: skip
+    with pytest.raises(
+        SourceUnhealthy,
+        match=r"source 'marketing_spend': `file_pattern` 'spend_\*.csv' matches no "
+        r"file.*marketing_spend_2026-01-01.csv.*fix `file_pattern`",
+    ):
         check_landing("marketing_landing_url", "spend_*.csv", source="marketing_spend")
     # the same files again (all loaded before) are "no new files": the extraction's business
     assert "1 file(s)" in check_landing("marketing_landing_url", "marketing_spend_*.csv", source="marketing_spend")
@@ -117,10 +139,20 @@ def test_a_file_pattern_matching_no_file_fails_but_loaded_files_pass(monkeypatch
 def test_the_source_check_covers_every_postgres_entry(monkeypatch, postgres_server, new_database) -> None:
     tables = ("customers", "products", "orders", "order_items")
     ddl = "; ".join(f"CREATE TABLE {t} ({t.rstrip('s')}_id bigint PRIMARY KEY, updated_at timestamptz)" for t in tables)
-    source_with(monkeypatch, postgres_server, new_database, ddl.replace("order_items (order_item_id", "order_items (x bigint, order_item_id"))
+    source_with(
+        monkeypatch,
+        postgres_server,
+        new_database,
+        ddl.replace("order_items (order_item_id", "order_items (x bigint, order_item_id"),
+    )
     [source] = [check for check in health_checks(load_source_config()) if check.name == "ecommerce_source"]
     source.run()
-    source_with(monkeypatch, postgres_server, new_database, ddl.replace("order_item_id bigint PRIMARY KEY", "order_item_id bigint"))
+    source_with(
+        monkeypatch,
+        postgres_server,
+        new_database,
+        ddl.replace("order_item_id bigint PRIMARY KEY", "order_item_id bigint"),
+    )
     with pytest.raises(SourceUnhealthy, match="source 'order_items': `primary_key`"):
         source.run()
 

@@ -28,7 +28,9 @@ def models(manifest: dict) -> dict[str, dict]:
 def test_every_model_is_its_own_run_task_followed_by_its_tests(rendered: tuple[dict, DAG]) -> None:
     manifest, dag = rendered
     for name in models(manifest):
-        run = dag.task_dict.get(f"{TRANSFORM_GROUP_ID}.{name}.run") or dag.task_dict.get(f"{TRANSFORM_GROUP_ID}.{name}_run")
+        run = dag.task_dict.get(f"{TRANSFORM_GROUP_ID}.{name}.run") or dag.task_dict.get(
+            f"{TRANSFORM_GROUP_ID}.{name}_run"
+        )
         assert run is not None, f"no task for model {name}"
         tests = dag.task_dict.get(f"{TRANSFORM_GROUP_ID}.{name}.test")
         if tests is not None:
@@ -43,10 +45,12 @@ def test_each_model_waits_for_what_it_selects_from(rendered: tuple[dict, DAG]) -
         upstream = run.get_flat_relative_ids(upstream=True)
         for parent_id in node["depends_on"]["nodes"]:
             parent = by_id[parent_id]
-            parent_name = parent["name"] if parent["resource_type"] == "model" else f"{parent['source_name']}_{parent['name']}"
-            assert any(f".{parent_name}." in f".{task_id}" or f".{parent_name}_" in f".{task_id}" for task_id in upstream), (
-                f"{name} does not wait for {parent_name}"
+            parent_name = (
+                parent["name"] if parent["resource_type"] == "model" else f"{parent['source_name']}_{parent['name']}"
             )
+            assert any(
+                f".{parent_name}." in f".{task_id}" or f".{parent_name}_" in f".{task_id}" for task_id in upstream
+            ), f"{name} does not wait for {parent_name}"
 
 
 def test_marts_update_their_assets_and_node_types_get_their_policies(rendered: tuple[dict, DAG]) -> None:

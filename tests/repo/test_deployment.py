@@ -26,9 +26,16 @@ IMAGE_ROOT = "/usr/local/airflow"  # where the Astro Runtime image holds the pro
 NEVER_IN_IMAGE = re.compile(
     r"^(tests|include/dev|dev|docs|bench-results|scripts)/|^requirements-(dev|bench|lint)\.txt$"
 )
-NEEDED_IN_IMAGE = ("Dockerfile", "requirements.txt", "requirements-dbt.txt", "packages.txt", "dags/ecommerce_elt.py",
-                   "plugins/airflow_local_settings.py", "include/orchestration/docs.py",
-                   "include/dbt/ecommerce/dbt_project.yml")  # fmt: skip
+NEEDED_IN_IMAGE = (
+    "Dockerfile",
+    "requirements.txt",
+    "requirements-dbt.txt",
+    "packages.txt",
+    "dags/ecommerce_elt.py",
+    "plugins/airflow_local_settings.py",
+    "include/orchestration/docs.py",
+    "include/dbt/ecommerce/dbt_project.yml",
+)
 
 
 # ---------------------------------------------------------------- .dockerignore
@@ -93,9 +100,11 @@ def test_the_build_context_holds_what_a_deployment_runs_and_no_dev_test_or_bench
 
 def test_the_dockerignore_matcher_follows_dockers_rules() -> None:
     kept, sibling = "/".join(("include", "dev", "keep.py")), "/".join(("include", "devices.py"))  # hypothetical
-    patterns = [(False, re.compile(_glob_regex("**/__pycache__") + r"(/.*)?")),
-                (False, re.compile(_glob_regex("include/dev") + r"(/.*)?")),
-                (True, re.compile(_glob_regex(kept) + r"(/.*)?"))]  # fmt: skip
+    patterns = [
+        (False, re.compile(_glob_regex("**/__pycache__") + r"(/.*)?")),
+        (False, re.compile(_glob_regex("include/dev") + r"(/.*)?")),
+        (True, re.compile(_glob_regex(kept) + r"(/.*)?")),
+    ]
     assert is_ignored("dags/__pycache__/x.pyc", patterns) and is_ignored("__pycache__/x.pyc", patterns)
     assert is_ignored("include/dev/stack.py", patterns) and not is_ignored(kept, patterns)
     assert not is_ignored(sibling, patterns)
@@ -160,11 +169,27 @@ def _runtime_python(venv: Path) -> Path:
     """A clean virtualenv with the image's requirements.txt, standing in for the Runtime's Python
     (Airflow itself comes from requirements-dev.txt's pin, as the Runtime pins it)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    airflow_pin = next(line for line in (REPO_ROOT / "requirements-dev.txt").read_text().splitlines()
-                       if line.startswith("apache-airflow=="))  # fmt: skip
+    airflow_pin = next(
+        line
+        for line in (REPO_ROOT / "requirements-dev.txt").read_text().splitlines()
+        if line.startswith("apache-airflow==")
+    )
     uv = Path(sys.executable).parent / "uv"
-    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), airflow_pin,
-                    "-r", str(REPO_ROOT / "requirements.txt")], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(uv),
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(venv / "bin" / "python"),
+            airflow_pin,
+            "-r",
+            str(REPO_ROOT / "requirements.txt"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return venv / "bin" / "python"
 
 
@@ -193,7 +218,11 @@ def test_the_compose_services_are_the_connections_hosts_with_their_ports_and_log
         conn = settings.connection(conn_id)
         env = services[conn.host or ""]["environment"]
         assert (conn.port, conn.login, conn.password, conn.schema) == (
-            5432, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]), conn_id  # fmt: skip
+            5432,
+            env["POSTGRES_USER"],
+            env["POSTGRES_PASSWORD"],
+            env["POSTGRES_DB"],
+        ), conn_id
     stripe = settings.connection("stripe_api")
     stub = _command(services["stripe-stub"])
     assert stripe.host == f"http://stripe-stub:{_flag(stub, '--port')}" and _flag(stub, "--api-key") == stripe.password

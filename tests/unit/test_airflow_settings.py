@@ -9,8 +9,14 @@ import pytest
 from include.dev.airflow_settings import Endpoint, SettingsError, load_settings, localize
 from tests.conftest import REPO_ROOT
 
-CONTRACT_CONNECTIONS = {"ecommerce_source", "warehouse_postgres", "warehouse_snowflake", "stripe_api", "slack_alerts",
-                        "dbt_docs_storage"}  # fmt: skip
+CONTRACT_CONNECTIONS = {
+    "ecommerce_source",
+    "warehouse_postgres",
+    "warehouse_snowflake",
+    "stripe_api",
+    "slack_alerts",
+    "dbt_docs_storage",
+}
 
 
 @pytest.fixture
@@ -38,7 +44,11 @@ def test_localize_rewrites_service_hosts_and_nothing_else(settings) -> None:
     assert (source.login, source.password, source.schema) == ("shop", "shop-local-pw", "ecommerce")
     assert local.connection("stripe_api").host == "http://127.0.0.1:12999"
     snowflake = local.connection("warehouse_snowflake")
-    assert (snowflake.extra["host"], snowflake.extra["port"], snowflake.extra["protocol"]) == ("127.0.0.1", 18085, "http")
+    assert (snowflake.extra["host"], snowflake.extra["port"], snowflake.extra["protocol"]) == (
+        "127.0.0.1",
+        18085,
+        "http",
+    )
     # a service without a local endpoint keeps its compose host
     assert local.connection("slack_alerts").host == settings.connection("slack_alerts").host
     assert local.variables["marketing_landing_url"] == "file:///data/landing/marketing"

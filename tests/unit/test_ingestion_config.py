@@ -40,8 +40,11 @@ def test_the_shipped_file_declares_every_contract_source() -> None:
     orders = entries["orders"]
     assert isinstance(orders, PostgresTable)
     assert (orders.table, orders.primary_key, orders.cursor, orders.mode) == (
-        "orders", ("order_id",), "updated_at", LoadMode.INCREMENTAL,
-    )  # fmt: skip
+        "orders",
+        ("order_id",),
+        "updated_at",
+        LoadMode.INCREMENTAL,
+    )
     assert orders.pool == "ecommerce_source_db"
     assert isinstance(entries["stripe_charges"], StripeCharges)
     assert entries["stripe_charges"].reread_days == 30

@@ -55,14 +55,21 @@ def test_every_problem_of_a_row_is_reported() -> None:
 
 
 def test_a_file_splits_into_rows_and_rejects_with_line_numbers() -> None:
-    data = f"{HEADER}\n2025-03-01,email,e1,Mail,10.00,100,5\n2025-03-01,radio,r1,Radio,1,1,1\n\n2025-03-01,social,s1,\"So, cial\",0,0,0\n"
+    data = (
+        f"{HEADER}\n2025-03-01,email,e1,Mail,10.00,100,5\n2025-03-01,radio,r1,Radio,1,1,1\n"
+        '\n2025-03-01,social,s1,"So, cial",0,0,0\n'
+    )
     delivery = parse_file("marketing_spend_2025-03-01.csv", data.encode(), "abc")
     assert [row[-1] for row in delivery.rows] == [2, 5]
     assert delivery.rows[1][3] == "So, cial"
     assert delivery.rejects == (
-        ("marketing_spend_2025-03-01.csv", 3, "2025-03-01,radio,r1,Radio,1,1,1",
-         "unknown channel 'radio' (expected one of organic, paid_search, social, email, affiliate)"),
-    )  # fmt: skip
+        (
+            "marketing_spend_2025-03-01.csv",
+            3,
+            "2025-03-01,radio,r1,Radio,1,1,1",
+            "unknown channel 'radio' (expected one of organic, paid_search, social, email, affiliate)",
+        ),
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,8 +95,12 @@ def test_a_later_delivery_replaces_the_same_key() -> None:
 
 def test_a_repeated_key_keeps_the_last_line_and_rejects_the_earlier_ones() -> None:
     header = "date,channel,campaign_id,campaign_name,spend,impressions,clicks\n"
-    lines = ["2025-03-01,email,e1,A,1.00,1,1", "2025-03-01,email,e1,B,2.00,2,2", "2025-03-01,email,e2,C,3.00,3,3",
-             "2025-03-01,email,e1,D,4.00,4,4"]  # fmt: skip
+    lines = [
+        "2025-03-01,email,e1,A,1.00,1,1",
+        "2025-03-01,email,e1,B,2.00,2,2",
+        "2025-03-01,email,e2,C,3.00,3,3",
+        "2025-03-01,email,e1,D,4.00,4,4",
+    ]
     delivery = parse_file("marketing_spend_2025-03-01.csv", (header + "\n".join(lines) + "\n").encode(), "x")
 
     assert [(row[3], row[-1]) for row in delivery.rows] == [("C", 4), ("D", 5)]

@@ -16,12 +16,20 @@ from include.ingestion.warehouse.snowflake import snowflake_type
 
 
 def test_csv_chunks_keep_null_and_empty_string_apart_and_quote_what_needs_it() -> None:
-    rows = [(1, None, "", 'say "hi", then\nleave', True, Decimal("1.50"), date(2025, 1, 2),
-             datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))]  # fmt: skip
+    rows = [
+        (
+            1,
+            None,
+            "",
+            'say "hi", then\nleave',
+            True,
+            Decimal("1.50"),
+            date(2025, 1, 2),
+            datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+        )
+    ]
     (chunk,) = csv_chunks(rows)
-    assert chunk == (
-        b'1,,"","say ""hi"", then\nleave",true,1.50,2025-01-02,2025-01-02T03:04:05+00:00\n'
-    )
+    assert chunk == (b'1,,"","say ""hi"", then\nleave",true,1.50,2025-01-02,2025-01-02T03:04:05+00:00\n')
     (parsed,) = csv.reader(io.StringIO(chunk.decode()))
     assert parsed[3] == 'say "hi", then\nleave'
 
@@ -76,9 +84,8 @@ class _Connection:
 
 def test_a_connection_opened_meanwhile_is_closed_when_the_load_fails_before_using_it() -> None:
     connection = _Connection()
-    with pytest.raises(RuntimeError, match="source refused"):
-        with _opened_meanwhile(lambda: connection):
-            raise RuntimeError("source refused")
+    with pytest.raises(RuntimeError, match="source refused"), _opened_meanwhile(lambda: connection):
+        raise RuntimeError("source refused")
     assert connection.closes == 1
 
 
@@ -89,6 +96,5 @@ def test_a_failed_connect_meanwhile_does_not_hide_the_loads_own_error() -> None:
     def refuse() -> _Connection:
         raise ConnectionRefusedError("warehouse refused")
 
-    with pytest.raises(RuntimeError, match="source refused"):
-        with _opened_meanwhile(refuse):
-            raise RuntimeError("source refused")
+    with pytest.raises(RuntimeError, match="source refused"), _opened_meanwhile(refuse):
+        raise RuntimeError("source refused")

@@ -34,12 +34,22 @@ def test_an_unknown_task_type_names_the_file_and_the_known_types() -> None:
     ("body", "message"),
     [
         ("tasks: {x: {retries: 1, retry_delay: 1}}\ndeadline: {run_finishes_within: 30}", "needs retries"),
-        ("tasks: {x: {retries: -1, retry_delay: 1, execution_timeout: 1}}\ndeadline: {run_finishes_within: 30}", "non-negative"),
-        ("tasks: {x: {retries: 1, retry_delay: 0, execution_timeout: 1}}\ndeadline: {run_finishes_within: 30}", "retry_delay must be a positive"),
-        ("tasks: {x: {retries: 1, retry_delay: 1, execution_timeout: 1, retires: 2}}\ndeadline: {run_finishes_within: 30}", "unknown keys"),
+        (
+            "tasks: {x: {retries: -1, retry_delay: 1, execution_timeout: 1}}\ndeadline: {run_finishes_within: 30}",
+            "non-negative",
+        ),
+        (
+            "tasks: {x: {retries: 1, retry_delay: 0, execution_timeout: 1}}\ndeadline: {run_finishes_within: 30}",
+            "retry_delay must be a positive",
+        ),
+        (
+            "tasks: {x: {retries: 1, retry_delay: 1, execution_timeout: 1, retires: 2}}\n"
+            "deadline: {run_finishes_within: 30}",
+            "unknown keys",
+        ),
         ("tasks: {}\ndeadline: {}", "run_finishes_within"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_policies_file_is_refused_with_the_key(tmp_path: Path, body: str, message: str) -> None:
     path = tmp_path / "policies.yml"
     path.write_text(body)
@@ -59,7 +69,9 @@ def test_connection_limits_per_connection_over_the_default_and_extras_win() -> N
 
 def test_a_bad_connection_limit_names_the_connection_and_key(tmp_path: Path) -> None:
     path = tmp_path / "policies.yml"
-    path.write_text("tasks: {}\ndeadline: {run_finishes_within: 30}\nconnections: {warehouse_postgres: {lock_timout: 5}}\n")
+    path.write_text(
+        "tasks: {}\ndeadline: {run_finishes_within: 30}\nconnections: {warehouse_postgres: {lock_timout: 5}}\n"
+    )
     with pytest.raises(PolicyError, match=r"connections.warehouse_postgres.*lock_timout.*lock_timeout"):
         load_policies(path)
 
@@ -70,8 +82,13 @@ def test_the_snowflake_connector_gets_login_and_network_timeouts(monkeypatch: py
     from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
     from include.orchestration.policies import connection_limits
 
-    body = {"conn_type": "snowflake", "login": "u", "password": "p", "schema": "raw",
-            "extra": json.dumps({"account": "local", "database": "analytics", "network_timeout": 7})}  # fmt: skip
+    body = {
+        "conn_type": "snowflake",
+        "login": "u",
+        "password": "p",
+        "schema": "raw",
+        "extra": json.dumps({"account": "local", "database": "analytics", "network_timeout": 7}),
+    }
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", json.dumps(body))
     params = ProtocolAwareSnowflakeHook(snowflake_conn_id="warehouse_snowflake")._get_conn_params()
     assert params["login_timeout"] == connection_limits("warehouse_snowflake").connect_timeout

@@ -22,7 +22,7 @@ from include.dev.charge_store import ChargeStore
 from include.dev.shopgen import marketing
 from include.dev.shopgen.rows import RowFactory, cents, refund
 from include.dev.shopgen.scales import HISTORY_END, SCALES, UTC, Scale, scale_named
-from include.dev.shopgen.source_db import create_schema, copy_rows
+from include.dev.shopgen.source_db import copy_rows, create_schema
 
 __all__ = ["SCALES", "ChangeSummary", "apply_changes", "generate"]
 
@@ -44,7 +44,10 @@ def generate(scale: str, seed: int, source_dsn: str, charges_db: Path, landing_d
 
 
 def _products(conn: psycopg.Connection, factory: RowFactory, size: Scale) -> list[int]:
-    rows = [factory.product(product_id, size.history_start - timedelta(days=30)) for product_id in range(1, size.products + 1)]
+    rows = [
+        factory.product(product_id, size.history_start - timedelta(days=30))
+        for product_id in range(1, size.products + 1)
+    ]
     copy_rows(conn, "products", rows)
     return [cents(row[4]) for row in rows]
 
@@ -52,7 +55,9 @@ def _products(conn: psycopg.Connection, factory: RowFactory, size: Scale) -> lis
 def _customers(conn: psycopg.Connection, factory: RowFactory, size: Scale) -> None:
     span = size.history_days * 86_400
     rows = (
-        factory.customer(customer_id, size.history_start + timedelta(seconds=span * (customer_id - 1) // size.customers))
+        factory.customer(
+            customer_id, size.history_start + timedelta(seconds=span * (customer_id - 1) // size.customers)
+        )
         for customer_id in range(1, size.customers + 1)
     )
     copy_rows(conn, "customers", rows)
@@ -73,7 +78,7 @@ def _orders(conn: psycopg.Connection, factory: RowFactory, size: Scale, prices: 
         items.extend(order.items)
         charges.extend(factory.charges_for(order, order.row[2], ordered_at))
     for number in range(max(3, size.orders // 200)):
-        charges.append(factory.orphan_charge(number, int((size.history_start.timestamp())) + rng.randint(0, span)))
+        charges.append(factory.orphan_charge(number, int(size.history_start.timestamp()) + rng.randint(0, span)))
     copy_rows(conn, "orders", orders)
     copy_rows(conn, "order_items", items)
     store.insert(charges)
@@ -108,7 +113,14 @@ def apply_changes(
     days: int, source_dsn: str, charges_db: Path, landing_dir: Path | None = None, seed: int = 7
 ) -> ChangeSummary:
     """Play ``days`` days of business on the shop, each after the latest change already in it."""
-    totals = {"new_customers": 0, "new_orders": 0, "new_items": 0, "status_changes": 0, "new_charges": 0, "late_refunds": 0}
+    totals = {
+        "new_customers": 0,
+        "new_orders": 0,
+        "new_items": 0,
+        "status_changes": 0,
+        "new_charges": 0,
+        "late_refunds": 0,
+    }
     files: list[str] = []
     store = ChargeStore(Path(charges_db))
     now = HISTORY_END
@@ -129,17 +141,23 @@ def _one_day(
     day_start = latest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     rng = random.Random(f"{seed}:{day_start.isoformat()}:{max_ids['orders']}")
     factory = RowFactory(rng)
-    prices = [cents(str(price)) for (price,) in conn.execute("SELECT unit_price FROM public.products ORDER BY product_id")]
+    prices = [
+        cents(str(price)) for (price,) in conn.execute("SELECT unit_price FROM public.products ORDER BY product_id")
+    ]
     order_count = max(20, max_ids["orders"] // 365)
 
-    new_customers = [factory.customer(max_ids["customers"] + n + 1, day_start + timedelta(seconds=n * 60))
-                     for n in range(max(2, order_count // 5))]  # fmt: skip
+    new_customers = [
+        factory.customer(max_ids["customers"] + n + 1, day_start + timedelta(seconds=n * 60))
+        for n in range(max(2, order_count // 5))
+    ]
     orders, items, charges = [], [], []
     next_item_id = max_ids["order_items"] + 1
     customer_limit = max_ids["customers"] + len(new_customers)
     for n in range(order_count):
         ordered_at = day_start + timedelta(seconds=3_600 + n * (20 * 3_600 // order_count))
-        order = factory.order(max_ids["orders"] + n + 1, rng.randint(1, customer_limit), ordered_at, prices, next_item_id)
+        order = factory.order(
+            max_ids["orders"] + n + 1, rng.randint(1, customer_limit), ordered_at, prices, next_item_id
+        )
         next_item_id += len(order.items)
         orders.append(order.row)
         items.extend(order.items)
@@ -152,8 +170,14 @@ def _one_day(
     moved = _move_statuses(conn, rng, day_start, order_count, max_ids["orders"])
     refunds = _late_refunds(store, rng, day_start, order_count)
     files = _day_files(landing_dir, rng, day_start) if landing_dir is not None else []
-    totals = {"new_customers": len(new_customers), "new_orders": len(orders), "new_items": len(items),
-              "status_changes": moved, "new_charges": len(charges), "late_refunds": refunds}  # fmt: skip
+    totals = {
+        "new_customers": len(new_customers),
+        "new_orders": len(orders),
+        "new_items": len(items),
+        "status_changes": moved,
+        "new_charges": len(charges),
+        "late_refunds": refunds,
+    }
     return day_start + timedelta(hours=23), totals, files
 
 
@@ -161,8 +185,10 @@ def _shop_state(conn: psycopg.Connection) -> tuple[datetime, dict[str, int]]:
     latest = conn.execute(
         "SELECT greatest((SELECT max(updated_at) FROM public.orders), (SELECT max(updated_at) FROM public.customers))"
     ).fetchone()[0]
-    max_ids = {table: int(conn.execute(f"SELECT coalesce(max({key}), 0) FROM public.{table}").fetchone()[0])
-               for table, key in (("customers", "customer_id"), ("orders", "order_id"), ("order_items", "order_item_id"))}  # fmt: skip
+    max_ids = {
+        table: int(conn.execute(f"SELECT coalesce(max({key}), 0) FROM public.{table}").fetchone()[0])
+        for table, key in (("customers", "customer_id"), ("orders", "order_id"), ("order_items", "order_item_id"))
+    }
     return max(latest.astimezone(UTC), HISTORY_END), max_ids
 
 
@@ -188,12 +214,16 @@ def _move_statuses(
 def _late_refunds(store: ChargeStore, rng: random.Random, day_start: datetime, count: int) -> int:
     """Refund a few paid charges created within the last 30 days (Stripe's refund window here)."""
     window_start = int((day_start - timedelta(days=30)).timestamp())
-    recent = [c for c in store.created_since(window_start)
-              if c["status"] == "succeeded" and c["amount_refunded"] < c["amount"]]  # fmt: skip
+    recent = [
+        c
+        for c in store.created_since(window_start)
+        if c["status"] == "succeeded" and c["amount_refunded"] < c["amount"]
+    ]
     chosen = rng.sample(recent, min(len(recent), max(1, count // 20)))
     refunded_at = int((day_start + timedelta(hours=12)).timestamp())  # the day's clock, for the refund events
-    store.replace((refund(charge, charge["amount_refunded"] + max(1, charge["amount"] // 3)) for charge in chosen),
-                  at=refunded_at)  # fmt: skip
+    store.replace(
+        (refund(charge, charge["amount_refunded"] + max(1, charge["amount"] // 3)) for charge in chosen), at=refunded_at
+    )
     return len(chosen)
 
 

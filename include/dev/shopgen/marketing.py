@@ -20,12 +20,12 @@ from include.dev.shopgen.scales import CHANNELS
 HEADER = ("date", "channel", "campaign_id", "campaign_name", "spend", "impressions", "clicks")
 PAID_CHANNELS = tuple(channel for channel in CHANNELS if channel != "organic")
 BAD_LINES = (
-    ("{day}", "social", "so-bad", "Typo in spend", "12,50", "100", "3"),          # wrong type
-    ("{day}", "email", "em-bad", "Negative clicks", "10.00", "100", "-4"),        # negative number
-    ("{day}", "tv", "tv-001", "Unknown channel", "99.00", "1000", "10"),          # unknown channel
-    ("{day}", "affiliate", "", "Missing campaign id", "5.00", "50", "1"),         # missing field
-    ("not-a-date", "paid_search", "ps-bad", "Bad date", "1.00", "10", "1"),       # wrong type
-)  # fmt: skip
+    ("{day}", "social", "so-bad", "Typo in spend", "12,50", "100", "3"),  # wrong type
+    ("{day}", "email", "em-bad", "Negative clicks", "10.00", "100", "-4"),  # negative number
+    ("{day}", "tv", "tv-001", "Unknown channel", "99.00", "1000", "10"),  # unknown channel
+    ("{day}", "affiliate", "", "Missing campaign id", "5.00", "50", "1"),  # missing field
+    ("not-a-date", "paid_search", "ps-bad", "Bad date", "1.00", "10", "1"),  # wrong type
+)
 
 
 def file_name(day: date) -> str:
@@ -41,12 +41,23 @@ def day_rows(rng: random.Random, day: date, campaigns_per_channel: int) -> list[
             impressions = spend // 2 + rng.randint(0, 5_000)
             clicks = impressions // rng.randint(20, 80)
             campaign_id = f"{channel[:2]}-{number:03d}"
-            rows.append((day.isoformat(), channel, campaign_id, f"{channel.replace('_', ' ').title()} {number}",
-                         money(spend), str(impressions), str(clicks)))  # fmt: skip
+            rows.append(
+                (
+                    day.isoformat(),
+                    channel,
+                    campaign_id,
+                    f"{channel.replace('_', ' ').title()} {number}",
+                    money(spend),
+                    str(impressions),
+                    str(clicks),
+                )
+            )
     return rows
 
 
-def write_day(landing_dir: Path, rng: random.Random, day: date, campaigns_per_channel: int, bad_line: int | None) -> Path:
+def write_day(
+    landing_dir: Path, rng: random.Random, day: date, campaigns_per_channel: int, bad_line: int | None
+) -> Path:
     rows = day_rows(rng, day, campaigns_per_channel)
     if bad_line is not None:
         bad = BAD_LINES[bad_line % len(BAD_LINES)]
@@ -69,7 +80,7 @@ def redeliver(rng: random.Random, path: Path) -> Path:
     corrected = []
     for row in rows:
         if len(row) == len(HEADER) and row[1] in PAID_CHANNELS and row[4].replace(".", "", 1).isdigit():
-            row = [*row[:4], money(int(round(float(row[4]) * 100)) + rng.randint(1, 5_000)), *row[5:]]
+            row = [*row[:4], money(round(float(row[4]) * 100) + rng.randint(1, 5_000)), *row[5:]]
         corrected.append(tuple(row))
     return _write(path, corrected)
 

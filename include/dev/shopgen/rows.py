@@ -53,18 +53,29 @@ class RowFactory:
         rng = self.rng
         updated_at = created_at + timedelta(seconds=rng.randint(0, 3 * 86_400)) if rng.random() < 0.2 else created_at
         return (
-            customer_id, f"customer{customer_id}@example.com", rng.choice(FIRST_NAMES),
-            rng.choice(LAST_NAMES), rng.choice(COUNTRIES), created_at, updated_at,
-        )  # fmt: skip
+            customer_id,
+            f"customer{customer_id}@example.com",
+            rng.choice(FIRST_NAMES),
+            rng.choice(LAST_NAMES),
+            rng.choice(COUNTRIES),
+            created_at,
+            updated_at,
+        )
 
     def product(self, product_id: int, created_at: datetime) -> tuple:
         rng = self.rng
         category = rng.choice(CATEGORIES)
         price = rng.randint(299, 24_999)
         return (
-            product_id, f"SKU-{product_id:06d}", f"{category.title()} item {product_id}", category,
-            money(price), rng.random() > 0.05, created_at, created_at,
-        )  # fmt: skip
+            product_id,
+            f"SKU-{product_id:06d}",
+            f"{category.title()} item {product_id}",
+            category,
+            money(price),
+            rng.random() > 0.05,
+            created_at,
+            created_at,
+        )
 
     def order(
         self, order_id: int, customer_id: int, ordered_at: datetime, prices: list[int], first_item_id: int
@@ -74,7 +85,9 @@ class RowFactory:
         status = rng.choices(STATUSES, STATUS_WEIGHTS)[0]
         channel = rng.choices(CHANNELS, CHANNEL_WEIGHTS)[0]
         updated_at = ordered_at + timedelta(seconds=rng.randint(0, 5 * 86_400)) if status != "placed" else ordered_at
-        order = Order((order_id, customer_id, status, channel, "USD", ordered_at, ordered_at, updated_at), customer_id, 0)
+        order = Order(
+            (order_id, customer_id, status, channel, "USD", ordered_at, ordered_at, updated_at), customer_id, 0
+        )
         line_count = 0 if rng.random() < 0.02 else rng.randint(1, 5)
         for offset in range(line_count):
             product_id = rng.randrange(len(prices)) + 1
@@ -82,10 +95,18 @@ class RowFactory:
             gross = prices[product_id - 1] * quantity
             discount = gross // 10 if rng.random() < 0.2 else 0
             order.net_cents += gross - discount
-            order.items.append((
-                first_item_id + offset, order_id, product_id, quantity, money(prices[product_id - 1]),
-                money(discount), ordered_at, ordered_at,
-            ))  # fmt: skip
+            order.items.append(
+                (
+                    first_item_id + offset,
+                    order_id,
+                    product_id,
+                    quantity,
+                    money(prices[product_id - 1]),
+                    money(discount),
+                    ordered_at,
+                    ordered_at,
+                )
+            )
         return order
 
     def charges_for(self, order: Order, status: str, ordered_at: datetime) -> list[dict[str, Any]]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-UTC = timezone.utc
+UTC = UTC
 # Every timestamp derives from this anchor, never from the wall clock: the same seed gives the
 # same shop on every machine and every day.
 HISTORY_END = datetime(2026, 11, 1, tzinfo=UTC)
@@ -34,13 +34,28 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    "small": Scale("small", customers=400, orders=2_000, products=60, history_days=60, spend_days=14,
-                   campaigns_per_channel=2),
-    "medium": Scale("medium", customers=20_000, orders=100_000, products=500, history_days=365, spend_days=365,
-                    campaigns_per_channel=3),
-    "large": Scale("large", customers=200_000, orders=1_000_000, products=2_000, history_days=365, spend_days=365,
-                   campaigns_per_channel=30),
-}  # fmt: skip
+    "small": Scale(
+        "small", customers=400, orders=2_000, products=60, history_days=60, spend_days=14, campaigns_per_channel=2
+    ),
+    "medium": Scale(
+        "medium",
+        customers=20_000,
+        orders=100_000,
+        products=500,
+        history_days=365,
+        spend_days=365,
+        campaigns_per_channel=3,
+    ),
+    "large": Scale(
+        "large",
+        customers=200_000,
+        orders=1_000_000,
+        products=2_000,
+        history_days=365,
+        spend_days=365,
+        campaigns_per_channel=30,
+    ),
+}
 
 
 def scale_named(name: str) -> Scale:

@@ -58,9 +58,17 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "customers": ("customer_id", "email", "first_name", "last_name", "country_code", "created_at", "updated_at"),
     "products": ("product_id", "sku", "name", "category", "unit_price", "is_active", "created_at", "updated_at"),
     "orders": ("order_id", "customer_id", "status", "channel", "currency", "ordered_at", "created_at", "updated_at"),
-    "order_items": ("order_item_id", "order_id", "product_id", "quantity", "unit_price", "discount_amount",
-                    "created_at", "updated_at"),
-}  # fmt: skip
+    "order_items": (
+        "order_item_id",
+        "order_id",
+        "product_id",
+        "quantity",
+        "unit_price",
+        "discount_amount",
+        "created_at",
+        "updated_at",
+    ),
+}
 
 
 class SourceNotEmpty(RuntimeError):
@@ -70,8 +78,9 @@ class SourceNotEmpty(RuntimeError):
 def create_schema(conn: psycopg.Connection) -> None:
     existing = conn.execute(
         "SELECT string_agg(table_name, ', ') FROM information_schema.tables "
-        "WHERE table_schema = 'public' AND table_name = ANY(%s)", (list(COLUMNS),)
-    ).fetchone()[0]  # fmt: skip
+        "WHERE table_schema = 'public' AND table_name = ANY(%s)",
+        (list(COLUMNS),),
+    ).fetchone()[0]
     if existing:
         raise SourceNotEmpty(
             f"the source database already has {existing}: generate into an empty database "

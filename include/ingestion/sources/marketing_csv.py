@@ -35,10 +35,14 @@ _SPEND_MAX = Decimal("1e12")  # numeric(14,2)
 
 LANDED_FILES = RawTable(
     "_landed_files",
-    (Column("file_name", "text"), Column("checksum", "text"),
-     Column("rows_loaded", "bigint"), Column("rows_rejected", "bigint")),
+    (
+        Column("file_name", "text"),
+        Column("checksum", "text"),
+        Column("rows_loaded", "bigint"),
+        Column("rows_rejected", "bigint"),
+    ),
     key=("file_name",),
-)  # fmt: skip
+)
 
 
 class UnreadableFile(ValueError):
@@ -61,18 +65,26 @@ class Delivery:
 
 def spend_table(entry: MarketingCsv) -> RawTable:
     columns = (
-        Column("date", "date"), Column("channel", "text"), Column("campaign_id", "text"),
-        Column("campaign_name", "text"), Column("spend", "numeric(14,2)"), Column("impressions", "bigint"),
-        Column("clicks", "bigint"), Column("_source_file", "text"), Column("_source_line", "integer"),
-    )  # fmt: skip
+        Column("date", "date"),
+        Column("channel", "text"),
+        Column("campaign_id", "text"),
+        Column("campaign_name", "text"),
+        Column("spend", "numeric(14,2)"),
+        Column("impressions", "bigint"),
+        Column("clicks", "bigint"),
+        Column("_source_file", "text"),
+        Column("_source_line", "integer"),
+    )
     return RawTable(entry.raw_table, columns, entry.primary_key)
 
 
 def rejects_table(entry: MarketingCsv) -> RawTable:
     columns = (
-        Column("_source_file", "text"), Column("_source_line", "integer"),
-        Column("raw_line", "text"), Column("reason", "text"),
-    )  # fmt: skip
+        Column("_source_file", "text"),
+        Column("_source_line", "integer"),
+        Column("raw_line", "text"),
+        Column("reason", "text"),
+    )
     return RawTable(f"{entry.raw_table}_rejects", columns, ("_source_file", "_source_line"))
 
 

@@ -22,7 +22,6 @@ from include.ingestion.config import PostgresTable
 from include.ingestion.tables import CHUNK_BYTES, Column, RawTable
 from include.ingestion.warehouse.postgres import connect
 
-
 _COPY_FORMATS = {"csv": "csv", "binary": "binary"}
 
 

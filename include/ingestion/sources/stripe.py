@@ -175,9 +175,10 @@ class StripeClient:
                 body = None
             if not isinstance(body, dict):
                 raise self._malformed(
-                    f"{path} (params {params})", f"HTTP {response.status_code} with a body that is not a JSON object "
+                    f"{path} (params {params})",
+                    f"HTTP {response.status_code} with a body that is not a JSON object "
                     f"(Content-Type {response.headers.get('Content-Type')!r})",
-                )  # fmt: skip
+                )
             return body
         should_retry = response.headers.get("Stripe-Should-Retry")
         retryable = should_retry == "true" or (should_retry != "false" and response.status_code in _RETRYABLE_STATUS)
@@ -207,8 +208,11 @@ def without_nul(charge: dict[str, Any]) -> dict[str, Any]:
 
     cleaned = clean(charge, "")
     if fields:
-        log.warning("Stripe charge %s: removed NUL characters from %s (a warehouse cannot store them)",
-                    charge.get("id"), ", ".join(fields))  # fmt: skip
+        log.warning(
+            "Stripe charge %s: removed NUL characters from %s (a warehouse cannot store them)",
+            charge.get("id"),
+            ", ".join(fields),
+        )
     return cleaned
 
 
@@ -253,8 +257,11 @@ def _charges_and_changes(
     if events is None:
         return
     if events.since is not None and events.since < time.time() - EVENT_RETENTION_S:
-        log.warning("Stripe events since %s are older than Stripe keeps them (30 days): some refunds may be "
-                    "missed; run the source once with full_refresh to be sure.", events.since)  # fmt: skip
+        log.warning(
+            "Stripe events since %s are older than Stripe keeps them (30 days): some refunds may be "
+            "missed; run the source once with full_refresh to be sure.",
+            events.since,
+        )
     for event in client.events(events.since):
         events.newest = max(event["created"], events.newest or event["created"])
         charge = client.charge_of(event)

@@ -121,4 +121,3 @@ class Warehouse(ABC):
 
 def staging_name(table: RawTable) -> str:
     return f"_stage_{table.name}"
-

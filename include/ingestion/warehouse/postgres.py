@@ -224,8 +224,7 @@ class PostgresSession(WarehouseSession):
     def _delete_replaced(self, table: RawTable, replace: ReplaceScope) -> int:
         key = _names(table.key)
         query = sql.SQL(
-            "DELETE FROM {raw} AS r WHERE r.{column} = ANY(%s) "
-            "AND ({r_key}) NOT IN (SELECT {key} FROM {stage})"
+            "DELETE FROM {raw} AS r WHERE r.{column} = ANY(%s) AND ({r_key}) NOT IN (SELECT {key} FROM {stage})"
         ).format(
             raw=_raw(table),
             column=sql.Identifier(replace.column),
@@ -306,8 +305,10 @@ def _ensure_table(conn: psycopg.Connection, table: RawTable) -> None:
     columns = [*table.columns, *LOAD_COLUMNS]
     definition = sql.SQL(", ").join(
         [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in table.columns]
-        + [sql.SQL("{} {} NOT NULL DEFAULT {}").format(sql.Identifier(c.name), sql.SQL(c.type), _LOAD_DEFAULTS[c.name])
-           for c in LOAD_COLUMNS]
+        + [
+            sql.SQL("{} {} NOT NULL DEFAULT {}").format(sql.Identifier(c.name), sql.SQL(c.type), _LOAD_DEFAULTS[c.name])
+            for c in LOAD_COLUMNS
+        ]
         + [sql.SQL("PRIMARY KEY ({})").format(_names(table.key))]
     )
     conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(_raw(table), definition))

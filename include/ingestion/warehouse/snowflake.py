@@ -201,9 +201,10 @@ class SnowflakeSession(WarehouseSession):
         selects = []
         for row in rows:
             names = [_bind(values, None if v is None else str(v)) for v in row]
-            selects.append("SELECT " + ", ".join(
-                f"{name} AS {_ident(c.name)}" for c, name in zip(table.columns, names, strict=True)
-            ))  # fmt: skip
+            selects.append(
+                "SELECT "
+                + ", ".join(f"{name} AS {_ident(c.name)}" for c, name in zip(table.columns, names, strict=True))
+            )
         return self._run_merge(table, _merge_statements(table, None, "(" + " UNION ALL ".join(selects) + ")", values))
 
     def read(self, table: RawTable) -> list[dict[str, Any]]:

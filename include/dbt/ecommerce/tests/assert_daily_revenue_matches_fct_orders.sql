@@ -20,7 +20,10 @@ select
     daily.amount_paid as daily_amount_paid,
     from_orders.amount_paid as orders_amount_paid
 from {{ ref('fct_daily_revenue') }} as daily
-full outer join from_orders on from_orders.order_date = daily.order_date
-where daily.order_date is null
-   or from_orders.order_date is null
-   or {{ rows_differ(['order_count', 'gross_amount', 'discount_amount', 'net_amount', 'amount_paid'], 'daily', 'from_orders') }}
+full outer join from_orders on daily.order_date = from_orders.order_date
+where
+    daily.order_date is null
+    or from_orders.order_date is null
+    or {{ rows_differ(
+        ['order_count', 'gross_amount', 'discount_amount', 'net_amount', 'amount_paid'], 'daily', 'from_orders'
+    ) }}

@@ -21,7 +21,9 @@ select
     coalesce(from_orders.attributed_revenue, 0) as expected_revenue
 from {{ ref('fct_marketing_performance') }} as performance
 left join from_orders
-    on from_orders.order_date = performance.spend_date
-   and from_orders.channel = performance.channel
-where performance.attributed_orders <> coalesce(from_orders.attributed_orders, 0)
-   or performance.attributed_revenue <> coalesce(from_orders.attributed_revenue, 0)
+    on
+        performance.spend_date = from_orders.order_date
+        and performance.channel = from_orders.channel
+where
+    performance.attributed_orders <> coalesce(from_orders.attributed_orders, 0)
+    or performance.attributed_revenue <> coalesce(from_orders.attributed_revenue, 0)

@@ -64,8 +64,8 @@ joined as (
         items._loaded_at as items_loaded_at,
         payments._loaded_at as payments_loaded_at
     from orders
-    left join items on items.order_id = orders.order_id
-    left join payments on payments.order_id = orders.order_id
+    left join items on orders.order_id = items.order_id
+    left join payments on orders.order_id = payments.order_id
 )
 
 select

@@ -33,9 +33,10 @@ select
     {{ money('coalesce(attributed.attributed_revenue, 0)') }} as attributed_revenue,
     case
         when spend.spend = 0 then null
-        else cast(coalesce(attributed.attributed_revenue, 0) / spend.spend as numeric(18,6))
+        else cast(coalesce(attributed.attributed_revenue, 0) / spend.spend as numeric(18, 6))
     end as roas
 from spend
 left join attributed
-    on attributed.order_date = spend.spend_date
-   and attributed.channel = spend.channel
+    on
+        spend.spend_date = attributed.order_date
+        and spend.channel = attributed.channel
