@@ -1,8 +1,9 @@
 """Background processes of the local stack: start once, find again after a restart, stop cleanly.
 
 Each process has a pid file and a log file under ``.local/``. A pid file only counts while the
-process it names is alive *and* still runs the same command (pids get reused), so starting twice
-is harmless and a crashed process is simply started again.
+process it names is alive *and* is the one that was started (pids get reused: the file keeps the
+process's start time beside its pid), so starting twice is harmless and a crashed process is simply
+started again.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ class ManagedProcess:
     def pid(self) -> int | None:
         """The running process's pid, or None (stale pid files are removed)."""
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid, started = _parse_pid_file(self.pid_file.read_text())
             process = psutil.Process(pid)
             alive = process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-            if alive and self.argv[-1] in " ".join(process.cmdline()):
+            # The start time, not the command line: a process that rewrites its title (redis does,
+            # while it starts) shows an empty or different command line for a moment.
+            if alive and abs(process.create_time() - started) < 0.01:
                 return pid
         except (FileNotFoundError, ValueError, psutil.Error):
             pass
@@ -67,7 +70,11 @@ class ManagedProcess:
                 cwd=self.cwd,
                 start_new_session=True,  # survives the starting shell; stopped as a group
             )
-        self.pid_file.write_text(str(process.pid))
+        try:
+            started = psutil.Process(process.pid).create_time()
+        except psutil.NoSuchProcess:  # exited at once: pid() says so, and the caller shows the log
+            started = 0.0
+        self.pid_file.write_text(f"{process.pid} {started!r}")
         return process.pid
 
     def stop(self, timeout_s: float = 20) -> None:
@@ -86,6 +93,12 @@ class ManagedProcess:
     def fail_with_log(self, problem: str) -> RuntimeError:
         tail = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
         return RuntimeError(f"{self.name}: {problem}. Last lines of {self.log_file}:\n{tail}")
+
+
+def _parse_pid_file(text: str) -> tuple[int, float]:
+    """``"<pid> <start time>"``, as :meth:`ManagedProcess.start` writes it."""
+    pid, started = text.split()
+    return int(pid), float(started)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -26,13 +26,7 @@ from include.orchestration.docs import DOCS_CONN_ID, DOCS_URL_VARIABLE
 from tests.dbt.contract_oracle import expected_marts, read_raw_postgres
 from tests.dbt.contract_oracle import read_marts_postgres as marts
 
-pytestmark = [
-    pytest.mark.slow,
-    # Known open problem (issue 14): inside the full suite the redis broker's start is reported as
-    # "exited while starting" although its log says it is ready; the module passes on its own
-    # (`pytest tests/integration/test_celery_drill.py`). Skipped in the suite until that is fixed.
-    pytest.mark.skip(reason="redis broker start races inside the full suite; run this module alone"),
-]
+pytestmark = pytest.mark.slow
 DAG_ID = "ecommerce_elt"
 PRODUCER = "transform.dbt_producer_watcher"
 RETRIED_MODEL = "transform.fct_orders.run"
