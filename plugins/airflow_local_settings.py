@@ -1,5 +1,12 @@
 """Airflow local settings (Airflow imports this module from the plugins folder in every process).
 
+Two things, both kept free of project imports because the API server and the scheduler import this
+module too, and neither needs the DAGs' code:
+
+- :func:`task_instance_mutation_hook`, Airflow's cluster policy: a dbt node's task that is cleared
+  goes to the dbt worker queue;
+- preloading, described below.
+
 Preloads, in the processes that fork task processes, the third-party modules every task of this
 project imports. A LocalExecutor scheduler (and a Celery worker) forks one process per task, and
 a task process inherits what its parent had imported: with the task runner, Cosmos and the
@@ -17,6 +24,13 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import Any
+
+# Only the policy is Airflow's: every other public name here would become a global of airflow.settings.
+__all__ = ["task_instance_mutation_hook"]
+
+CONSUMER_MODULE = "include.orchestration.consumers"  # where the dbt stage's model, test and source tasks live
+DBT_QUEUE_OPTION = ("cosmos", "watcher_dbt_execution_queue")  # the producer's queue, read by Cosmos too
 
 TASK_FORKING_COMMANDS = ("scheduler", "worker")  # `airflow scheduler`, `airflow celery worker`
 PRELOADED_MODULES = (
@@ -30,6 +44,28 @@ PRELOADED_MODULES = (
     "psycopg",
     "yaml",
 )
+
+
+def task_instance_mutation_hook(task_instance: Any) -> None:
+    """A cleared model, test or source task reruns dbt for its node, so it goes where dbt runs.
+
+    Airflow applies this policy when it creates a task instance (``try_number`` 0: the first try,
+    which the consumer spends in the triggerer) and again when a task is cleared (``try_number``
+    is then the try that ran), so only a try after the first is moved. An automatic retry keeps
+    the queue of its first try: Airflow does not re-apply the policy there. Cosmos's own policy does
+    the same for its stock consumer classes, which it recognises by their module; this project's
+    consumers subclass them in :data:`CONSUMER_MODULE`, which it does not match.
+    """
+    if not task_instance.try_number:
+        return
+    task = getattr(task_instance, "task", None)
+    if (getattr(task, "_task_module", None) or type(task).__module__) != CONSUMER_MODULE:
+        return
+    from airflow.configuration import conf
+
+    queue = conf.get(*DBT_QUEUE_OPTION, fallback=None)
+    if queue:
+        task_instance.queue = queue
 
 
 def _forks_tasks(argv: list[str]) -> bool:

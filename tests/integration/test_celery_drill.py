@@ -19,7 +19,7 @@ import pytest
 
 from include.dev.airflow_client import api, clear_tasks, task_instances, trigger, wait_for_dag, wait_for_run
 from include.dev.airflow_settings import AirflowSettings, ConnectionSpec
-from include.dev.celery_shape import DBT_QUEUE, DEFAULT_QUEUE
+from include.dev.celery_shape import DBT_QUEUE, DEFAULT_QUEUE, WorkerSpec
 from include.dev.embedded_postgres import find_free_port
 from include.dev.stack import LocalStack, StackLayout
 from include.orchestration.docs import DOCS_CONN_ID, DOCS_URL_VARIABLE
@@ -139,8 +139,15 @@ def test_the_api_server_serves_the_docs_of_that_run_from_s3(stack: LocalStack, s
 
 
 def test_a_model_cleared_from_the_grid_reruns_on_a_worker_that_did_not_run_the_producer(stack: LocalStack) -> None:
+    """The cleared model reruns dbt, so the cluster policy sends it to the dbt queue; the worker
+    that built the run is gone (a replaced container), so nothing it left on disk can help."""
     run_id = RUN["run_id"]
     before = instances(stack, run_id)
+    producer_worker = next(w for w in stack.workers if w.name == before[PRODUCER]["hostname"])
+    stack.celery_worker(producer_worker).stop()
+    replacement = WorkerSpec("worker-dbt-2", (DBT_QUEUE,))
+    stack.workers = (*stack.workers, replacement)  # so the stack's teardown stops it too
+    stack.start_worker(replacement)
 
     clear_tasks(base_url(stack), DAG_ID, run_id, [RETRIED_MODEL])
 
@@ -148,7 +155,7 @@ def test_a_model_cleared_from_the_grid_reruns_on_a_worker_that_did_not_run_the_p
     after = instances(stack, run_id)
     retried = after[RETRIED_MODEL]
     assert retried["state"] == "success" and retried["try_number"] > before[RETRIED_MODEL]["try_number"]
-    assert retried["hostname"] in worker_names(stack) - {after[PRODUCER]["hostname"]}, retried
+    assert (retried["queue"], retried["hostname"]) == (DBT_QUEUE, replacement.name), retried
     assert after[PRODUCER]["try_number"] == before[PRODUCER]["try_number"]  # the producer did not rerun
     dsn = stack.warehouse_dsn()
     assert marts(dsn) == expected_marts(read_raw_postgres(dsn))

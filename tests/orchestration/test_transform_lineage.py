@@ -114,3 +114,52 @@ def test_the_serialized_dag_keeps_the_trigger_start(rendered: tuple[dict, DAG]) 
     assert task.start_from_trigger is SETTINGS.consumers_start_from_trigger
     if SETTINGS.consumers_start_from_trigger:
         assert task.start_trigger_args.trigger_cls == "include.orchestration.consumers.ConsumerTrigger"
+
+
+def _local_settings():
+    """The plugins folder's settings module, loaded by path as Airflow loads it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "plugins" / "airflow_local_settings.py"
+    spec = importlib.util.spec_from_file_location("project_local_settings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_cleared_consumer_goes_to_the_dbt_queue_and_its_first_try_stays(
+    rendered: tuple[dict, DAG], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster policy: try 0 (creation) keeps the default queue; a cleared try reruns dbt on ``dbt``."""
+    from airflow.configuration import conf
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from include.orchestration.consumers import ModelConsumer
+
+    settings = _local_settings()
+    assert ModelConsumer.__module__ == settings.CONSUMER_MODULE
+    monkeypatch.setenv("AIRFLOW__COSMOS__WATCHER_DBT_EXECUTION_QUEUE", "dbt")
+    assert conf.get(*settings.DBT_QUEUE_OPTION) == "dbt"
+
+    _, dag = rendered
+    serialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    model = TaskInstance(task=serialized.get_task(f"{TRANSFORM_GROUP_ID}.fct_orders.run"), dag_version_id=None)
+    default_queue = model.queue
+    assert default_queue != "dbt"
+
+    model.try_number = 0
+    settings.task_instance_mutation_hook(model)
+    assert model.queue == default_queue
+
+    model.try_number = 1
+    settings.task_instance_mutation_hook(model)
+    assert model.queue == "dbt"
+
+    producer_task = next(t for t in serialized.tasks if t.task_id.endswith("dbt_producer_watcher"))
+    producer = TaskInstance(task=producer_task, dag_version_id=None)
+    before = producer.queue
+    producer.try_number = 1
+    settings.task_instance_mutation_hook(producer)
+    assert producer.queue == before
