@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from include.orchestration.policies import pool_problem
+
 SOURCES_FILE = Path(__file__).with_name("sources.yml")
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")  # whole names only: fullmatch, since `$` lets a trailing "\n" through
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: parsed on every task run
@@ -181,6 +183,9 @@ def _check_entry(where: str, entry: SourceEntry) -> None:
             )
     if entry.name.startswith("_"):
         raise ConfigError(f"{where}: names starting with `_` are reserved for raw's bookkeeping tables; rename it.")
+    problem = pool_problem(entry.pool) if isinstance(entry, PostgresTable) else None
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     if isinstance(entry, StripeCharges) and (entry.resource, entry.cursor) != ("charges", "created"):
         raise ConfigError(f"{where}: only `resource: charges` with `cursor: created` is supported.")
 

@@ -7,12 +7,6 @@ API connection, a landing location), each a plain function of a connection id or
 They also fail configuration that passes ``sources.yml`` validation but cannot run, naming the
 entry, the key and the fix:
 
-- ``pool``: a pool that does not exist leaves the extraction queued forever (and, with
-  ``max_active_runs=1``, every later run behind it). Task code on Airflow 3 cannot read the
-  metadata database, so the check reads the pools of ``airflow_settings.yaml``, which both the
-  Astro path and the local stack import. That file is dockerignored (it holds local
-  credentials), so on a deployment this part of the check is skipped with a warning and the
-  deployment's pools must be created with the deployment (e.g. ``astro deployment pool create``);
 - ``cursor``: must be a timestamp column of the source table (read from the catalog);
 - ``primary_key``: the source table must have a unique index (or primary key) on those columns
   or a subset of them, else raw would get duplicates or a merge would fail cryptically;
@@ -25,15 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from include.ingestion.config import MarketingCsv, PostgresTable, SourceConfig, StripeCharges
 from include.orchestration.alerts import scrub
-
-# Pools are declared here for both the Astro path and the local stack (see :func:`declared_pools`).
-AIRFLOW_SETTINGS_FILE = Path(__file__).resolve().parents[2] / "airflow_settings.yaml"
 
 
 class SourceUnhealthy(RuntimeError):
@@ -72,15 +61,7 @@ TIMESTAMP_TYPES = ("timestamp with time zone", "timestamp without time zone")
 def entry_problems(conn: Any, entry: PostgresTable) -> list[str]:
     """What keeps ``entry`` from running, one sentence each naming the key and the fix."""
     where = f"sources.yml source '{entry.name}'"
-    pools = declared_pools()
-    problems = (
-        []
-        if entry.pool is None or pools is None or entry.pool in pools
-        else [
-            f"{where}: `pool` {entry.pool!r} is not a pool of airflow_settings.yaml ({', '.join(sorted(pools))}), "
-            f"so its extraction would wait forever: add the pool there (and on the deployment) or fix `pool`."
-        ]
-    )
+    problems: list[str] = []
     table = f"{entry.schema}.{entry.table}"
     columns = dict(conn.execute(_COLUMN_TYPES, (entry.schema, entry.table)).fetchall())
     if not columns:
@@ -123,20 +104,6 @@ SELECT EXISTS (
            WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey[0:i.indnkeyatts - 1])) <@ %s::text[]
 )
 """
-
-
-@cache
-def declared_pools(settings_file: Path = AIRFLOW_SETTINGS_FILE) -> frozenset[str] | None:
-    """``default_pool`` and the pools of airflow_settings.yaml; None where the file is not shipped
-    (it is dockerignored: a deployment's image has no such file), and the pool check is skipped."""
-    import logging
-
-    from include.dev.airflow_settings import load_settings
-
-    if not settings_file.exists():
-        logging.getLogger(__name__).warning("%s is absent: sources.yml pools are not checked here.", settings_file)
-        return None
-    return frozenset({"default_pool", *(pool.name for pool in load_settings(settings_file).pools)})
 
 
 def check_stripe(conn_id: str) -> str:

@@ -75,10 +75,22 @@ class ConnectionLimits:
 
 
 @dataclass(frozen=True)
+class Pool:
+    """An Airflow pool the project's tasks use. Pools live in the metadata database, which task
+    and parse code cannot read on Airflow 3, so the project declares them here, in the image: a
+    ``pool`` that names none of them fails the DAG import. ``airflow_settings.yaml`` (the local
+    stack, ``astro dev start``) and the deployment must create the same pools."""
+
+    slots: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Policies:
     tasks: dict[str, TaskPolicy]
     run_deadline: timedelta
     connections: dict[str, ConnectionLimits] = field(default_factory=dict)  # conn id → limits; "default"
+    pools: dict[str, Pool] = field(default_factory=dict)  # name → pool; default_pool is Airflow's own
 
 
 def task_policy(task_type: str) -> TaskPolicy:
@@ -94,6 +106,25 @@ def run_deadline() -> timedelta:
     return load_policies().run_deadline
 
 
+DEFAULT_POOL = "default_pool"  # Airflow's own, always present
+
+
+def declared_pools() -> frozenset[str]:
+    """The pool names a task may use: Airflow's ``default_pool`` and ``pools:`` of policies.yml."""
+    return frozenset({DEFAULT_POOL, *load_policies().pools})
+
+
+def pool_problem(pool: str | None) -> str | None:
+    """Why ``pool`` cannot run a task (a pool that exists nowhere leaves it queued forever), or None."""
+    if pool is None or pool in declared_pools():
+        return None
+    return (
+        f"`pool` {pool!r} is not a pool of {POLICIES_FILE.name} ({', '.join(sorted(declared_pools()))}), so its "
+        f"task would wait forever: fix `pool`, or declare the pool under `pools:` in {POLICIES_FILE} (and create "
+        f"it in airflow_settings.yaml and on the deployment)."
+    )
+
+
 def connection_limits(conn_id: str, extras: dict[str, Any] | None = None) -> ConnectionLimits:
     """The limits for one Connection: its policies.yml entry, else ``default``, then its extras."""
     limits = load_policies().connections
@@ -107,7 +138,32 @@ def load_policies(path: Path = POLICIES_FILE) -> Policies:
     deadline = (document.get("deadline") or {}).get("run_finishes_within")
     if not isinstance(deadline, (int, float)) or deadline <= 0:
         raise PolicyError(f"{path}: deadline.run_finishes_within must be a positive number of minutes")
-    return Policies(tasks=tasks, run_deadline=timedelta(minutes=deadline), connections=_connections(path, document))
+    pools = _pools(path, document)
+    for name, policy in tasks.items():
+        if policy.pool is not None and policy.pool not in {DEFAULT_POOL, *pools}:
+            raise PolicyError(
+                f"{path}: tasks.{name}.pool {policy.pool!r} is not declared under `pools:` "
+                f"({', '.join(sorted(pools)) or 'none'}): declare it there or fix the name."
+            )
+    return Policies(
+        tasks=tasks,
+        run_deadline=timedelta(minutes=deadline),
+        connections=_connections(path, document),
+        pools=pools,
+    )
+
+
+def _pools(path: Path, document: dict[str, Any]) -> dict[str, Pool]:
+    """``pools:``: name → ``{slots, description}``."""
+    pools: dict[str, Pool] = {}
+    for name, spec in (document.get("pools") or {}).items():
+        if not isinstance(spec, dict) or spec.keys() - {"slots", "description"}:
+            raise PolicyError(f"{path}: pools.{name} must be a mapping of `slots` and `description`")
+        slots = spec.get("slots")
+        if not isinstance(slots, int) or isinstance(slots, bool) or slots <= 0:
+            raise PolicyError(f"{path}: pools.{name}.slots must be a positive whole number, got {slots!r}")
+        pools[name] = Pool(slots=slots, description=str(spec.get("description") or ""))
+    return pools
 
 
 def _connections(path: Path, document: dict[str, Any]) -> dict[str, ConnectionLimits]:

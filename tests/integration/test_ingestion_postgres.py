@@ -23,6 +23,7 @@ import pytest
 from include.dev.airflow_settings import ConnectionSpec
 from include.dev.embedded_postgres import EmbeddedPostgres
 from include.ingestion.pipeline import extract
+from include.ingestion.warehouse.postgres import SessionLimitExceeded, named_limits
 
 SOURCE_PASSWORD = "src-Pa55word-4f9d1c"
 WAREHOUSE_PASSWORD = "wh-Pa55word-8e2b7a"
@@ -285,7 +286,9 @@ def test_a_warehouse_lock_fails_the_merge_within_lock_timeout_and_the_retry_is_e
     holder = psycopg.connect(shop.warehouse_dsn)
     holder.execute("LOCK TABLE raw.orders IN SHARE MODE")  # readers pass, the merge's writes queue
     started = time.monotonic()
-    with pytest.raises(psycopg.errors.LockNotAvailable, match="lock timeout") as failure:
+    with pytest.raises(
+        SessionLimitExceeded, match=r"Connection 'warehouse_postgres'.*lock_timeout \(1 s\).*rolled back.*raise"
+    ) as failure:
         extract("orders", batch_id="b2-try1")
     assert time.monotonic() - started < 30
 
@@ -309,7 +312,8 @@ def test_a_warehouse_lock_fails_the_merge_within_lock_timeout_and_the_retry_is_e
         [message] = receiver.messages
     finally:
         receiver.shutdown()
-    assert "LockNotAvailable: canceling statement due to lock timeout" in json.dumps(message["payload"])
+    assert isinstance(failure.value.__cause__, psycopg.errors.LockNotAvailable)
+    assert "SessionLimitExceeded: Connection 'warehouse_postgres'" in json.dumps(message["payload"])
 
     assert rows(shop.warehouse_dsn, "SELECT * FROM raw.orders ORDER BY order_id") == raw_before
     assert rows(shop.warehouse_dsn, "SELECT * FROM raw._ingestion_state") == state_before
@@ -434,3 +438,22 @@ def test_a_mark_already_past_the_source_clock_is_repaired_by_a_full_load(
     assert (repaired.mode, repaired.high_water) == ("full", "2025-01-05T01:00:00+00:00")
     assert any("after the source's clock" in line and "in full" in line for line in pipeline_warnings)
     assert_raw_equals_source(shop, "orders", "order_id")
+
+
+def test_a_statement_over_its_timeout_fails_naming_the_connection_and_the_limit(shop: Shop) -> None:
+    """statement_timeout, like lock_timeout, ends in an error that names the Connection and the fix."""
+    with psycopg.connect(shop.warehouse_dsn) as conn:
+        conn.execute("SET statement_timeout = '50ms'")
+        timed_out = pytest.raises(
+            SessionLimitExceeded, match=r"'warehouse_postgres'.*statement_timeout \(\d+ s\) running"
+        )
+        with timed_out, named_limits("warehouse_postgres"):
+            conn.execute("SELECT pg_sleep(2)")
+        conn.rollback()
+        conn.execute("SET statement_timeout = 0")
+        conn.execute("CREATE TABLE lock_probe (x int)")
+        conn.commit()
+        conn.execute("LOCK TABLE lock_probe IN ACCESS EXCLUSIVE MODE")  # held until this transaction ends
+        not_a_limit = pytest.raises(psycopg.errors.LockNotAvailable, match="could not obtain lock")
+        with psycopg.connect(shop.warehouse_dsn) as other, not_a_limit, named_limits("warehouse_postgres"):
+            other.execute("LOCK TABLE lock_probe NOWAIT")  # NOWAIT is not a limit: psycopg's own error stays

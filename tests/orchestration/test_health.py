@@ -87,11 +87,6 @@ def test_a_runnable_entry_passes(monkeypatch, postgres_server, new_database) -> 
     ("ddl", "changes", "expected"),
     [
         (
-            GOOD_ORDERS,
-            {"pool": "ecommerce_source_pool"},
-            r"source 'orders': `pool` 'ecommerce_source_pool' is not a pool of airflow_settings.yaml.*add the pool",
-        ),
-        (
             "CREATE TABLE orders (order_id bigint PRIMARY KEY, updated_at bigint)",
             {},
             r"source 'orders': `cursor` 'updated_at' is bigint of public.orders.*timestamp column.*set `cursor`",
@@ -108,7 +103,7 @@ def test_a_runnable_entry_passes(monkeypatch, postgres_server, new_database) -> 
             r"`primary_key` \(order_id\) is not unique in public.order_lines",
         ),
     ],
-    ids=["missing_pool", "integer_cursor", "text_cursor", "key_without_unique_index", "other_table"],
+    ids=["integer_cursor", "text_cursor", "key_without_unique_index", "other_table"],
 )
 def test_configuration_that_cannot_run_fails_naming_entry_key_and_fix(
     monkeypatch, postgres_server, new_database, ddl, changes, expected

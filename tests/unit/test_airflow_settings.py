@@ -30,6 +30,14 @@ def test_every_contract_connection_is_declared(settings) -> None:
     assert settings.connection("slack_alerts").conn_type == "slackwebhook"
 
 
+def test_the_pools_are_the_ones_the_project_declares(settings) -> None:
+    """policies.yml declares the pools (it ships in the image); this file creates them locally."""
+    from include.orchestration.policies import load_policies
+
+    declared = {name: pool.slots for name, pool in load_policies().pools.items()}
+    assert {pool.name: pool.slots for pool in settings.pools} == declared
+
+
 def test_localize_rewrites_service_hosts_and_nothing_else(settings) -> None:
     services = {
         "source-db": Endpoint("127.0.0.1", 15432),

@@ -74,6 +74,10 @@ def test_defaults_apply(tmp_path: Path) -> None:
         (("primary_key: [order_id]", "primary_key: {a: 1}"), r"`primary_key` must be a column name or a list"),
         (("table: orders", "table: Orders; DROP"), r"`table` 'Orders; DROP' is not a lower_snake_case identifier"),
         (("name: orders", "name: _orders"), r"reserved for raw's bookkeeping tables"),
+        (
+            ("mode: incremental", "mode: incremental\n    pool: ecommerce_source_pool"),
+            r"`pool` 'ecommerce_source_pool' is not a pool of policies.yml \(.*ecommerce_source_db.*\).*wait forever",
+        ),
     ],
 )
 def test_a_bad_entry_names_the_file_the_entry_and_the_fix(

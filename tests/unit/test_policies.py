@@ -48,6 +48,12 @@ def test_an_unknown_task_type_names_the_file_and_the_known_types() -> None:
             "unknown keys",
         ),
         ("tasks: {}\ndeadline: {}", "run_finishes_within"),
+        (
+            "tasks: {x: {retries: 1, retry_delay: 1, execution_timeout: 1, pool: dbt_bild}}\n"
+            "deadline: {run_finishes_within: 30}\npools: {dbt_build: {slots: 1}}",
+            r"tasks.x.pool 'dbt_bild' is not declared under `pools:` \(dbt_build\)",
+        ),
+        ("tasks: {}\ndeadline: {run_finishes_within: 30}\npools: {dbt_build: {slots: 0}}", "slots must be a positive"),
     ],
 )
 def test_a_bad_policies_file_is_refused_with_the_key(tmp_path: Path, body: str, message: str) -> None:

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from include.ingestion.config import PostgresTable
 from include.ingestion.tables import CHUNK_BYTES, Column, RawTable
-from include.ingestion.warehouse.postgres import connect
+from include.ingestion.warehouse.postgres import connect, named_limits
 
 _COPY_FORMATS = {"csv": "csv", "binary": "binary"}
 
@@ -64,7 +64,8 @@ def snapshot(entry: PostgresTable) -> Iterator[psycopg.Connection]:
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        yield conn
+        with named_limits(entry.conn_id):
+            yield conn
     finally:
         conn.close()
 

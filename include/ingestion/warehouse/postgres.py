@@ -64,6 +64,43 @@ def connect(conn_id: str, application_name: str = "ingestion") -> psycopg.Connec
 _LIMIT_KEYS = frozenset(f.name for f in fields(ConnectionLimits))
 
 
+class SessionLimitExceeded(RuntimeError):
+    """A statement hit its Connection's ``lock_timeout`` or ``statement_timeout`` and was cancelled;
+    the message names the Connection, the limit and the fix. The transaction was rolled back."""
+
+
+_LIMIT_HIT = {
+    "canceling statement due to lock timeout": "lock_timeout",
+    "canceling statement due to statement timeout": "statement_timeout",
+}
+
+
+@contextmanager
+def named_limits(conn_id: str) -> Iterator[None]:
+    """Turns psycopg's cancelled-statement errors into one that names the Connection and its limit."""
+    try:
+        yield
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as error:
+        limit = _LIMIT_HIT.get(error.diag.message_primary or "")
+        if limit is None:  # a NOWAIT lock, a cancel by hand: psycopg's own message says it
+            raise
+        seconds = getattr(connection_limits(conn_id, _extras(conn_id)), limit)
+        waited = "for a lock another session holds" if limit == "lock_timeout" else "running"
+        raise SessionLimitExceeded(
+            f"Connection '{conn_id}': a statement waited longer than its {limit} ({seconds} s) {waited}, and was "
+            f"cancelled; the transaction was rolled back, so nothing was written and a retry starts over. Find "
+            f"the session that holds it in pg_stat_activity / pg_locks, or raise `{limit}` in the Connection's "
+            f"extras or under connections.{conn_id} in policies.yml."
+        ) from error
+
+
+def _extras(conn_id: str) -> dict[str, Any]:
+    try:
+        return PostgresHook.get_connection(conn_id).extra_dejson
+    except Exception:  # the limit in the message is then the policies.yml one
+        return {}
+
+
 class LimitedPostgresHook(PostgresHook):
     """The provider's hook with the session limits of policies.yml (``connections:``), so a network
     partition or a lock queue fails the task within seconds to minutes, not at its
@@ -105,7 +142,8 @@ class PostgresWarehouse(Warehouse):
     ) -> Iterator[PostgresSession]:
         conn = connection or self.connect()
         try:
-            yield PostgresSession(conn, batch_id, _start(conn, batch_id, tables), tables)
+            with named_limits(self.conn_id):
+                yield PostgresSession(conn, batch_id, _start(conn, batch_id, tables), tables)
         finally:
             conn.close()  # an uncommitted transaction is rolled back by the server
 
