@@ -37,7 +37,8 @@ successful build reported nothing for the node (:meth:`ConsumerMixin._handle_no_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+import functools
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,11 +51,24 @@ from cosmos.core.airflow import get_airflow_task
 from cosmos.core.graph.entities import Task as TaskMetadata
 from cosmos.dbt.graph import DbtNode
 from cosmos.listeners.dag_run_listener import EventStatus
-from cosmos.operators._watcher.state import PRODUCER_FINAL_STATES, ProducerTaskState
+from cosmos.operators._watcher.base import store_dbt_resource_status_from_log
+from cosmos.operators._watcher.state import (
+    PRODUCER_FINAL_STATES,
+    ProducerTaskState,
+    get_status_xcom_key,
+    get_xcom_val,
+    is_dbt_node_status_success,
+    safe_xcom_push,
+)
 from cosmos.operators._watcher.triggerer import WatcherEventReason, WatcherTrigger
 from cosmos.operators.watcher import DbtRunWatcherOperator, DbtSourceWatcherOperator, DbtTestWatcherOperator
 
 _TRIGGER_PATH = "include.orchestration.consumers.ConsumerTrigger"
+# XCom a cleared build's tasks pass down the lineage: who built the cleared set, in which start of
+# the run (``dag_run.start_date``: clearing a finished run restarts it) and for which tasks; see
+# :meth:`ConsumerMixin._build_cleared_set`. The triggerer's ``dag_run`` has no ``clear_number``.
+CLEARED_BUILD_KEY = "cleared_build"
+_WAITING_STATES = (None, "scheduled")  # a cleared task that has not started yet
 
 
 class ConsumerTrigger(WatcherTrigger):
@@ -65,34 +79,81 @@ class ConsumerTrigger(WatcherTrigger):
     :param resume_on_success: resume on a worker after a success too (a task with outlets).
     """
 
-    def __init__(self, *, try_number: int | str = 1, resume_on_success: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        try_number: int | str = 1,
+        resume_on_success: bool = False,
+        upstream_task_ids: Sequence[str] = (),
+        run_started: float | str = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.try_number = try_number
         self.resume_on_success = resume_on_success
+        self.upstream_task_ids = list(upstream_task_ids)
+        self.run_started = run_started
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, kwargs = super().serialize()
-        return _TRIGGER_PATH, {**kwargs, "try_number": self.try_number, "resume_on_success": self.resume_on_success}
+        return _TRIGGER_PATH, {
+            **kwargs,
+            "try_number": self.try_number,
+            "resume_on_success": self.resume_on_success,
+            "upstream_task_ids": self.upstream_task_ids,
+            "run_started": self.run_started,
+        }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         if int(self.try_number) > 1:
             yield await self._retry_event()
             return
         async for event in super().run():
+            if event.payload.get("status") != EventStatus.SUCCESS:  # e.g. built since by a retried upstream
+                event = await self._cleared_build_event() or event
             yield self._ending(event)
             return
 
     async def _retry_event(self) -> TriggerEvent:
-        """Once the producer is done, resume as "producer skipped": Cosmos then runs the node alone."""
+        """The result of the cleared build that included this task, else (once the producer is done)
+        "producer skipped", on which Cosmos runs the node alone."""
+        built = await self._cleared_build_event()
+        if built is not None:
+            return built
         while await self._get_producer_task_status() not in PRODUCER_FINAL_STATES:
             await asyncio.sleep(self.poke_interval)
         return TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
+
+    async def _cleared_build_event(self) -> TriggerEvent | None:
+        """Success if an upstream passed down a build of this clear that listed this task and in
+        which its node succeeded; None otherwise (the task then runs its node itself, with its own log)."""
+        producer = self.producer_task_id
+        try:
+            for upstream in self.upstream_task_ids:
+                self.producer_task_id = upstream
+                ticket = await self.get_xcom_val(CLEARED_BUILD_KEY)
+                if _ticket_covers(ticket, self.task_id_of_trigger, self.run_started):
+                    break
+            else:
+                return None
+            self.producer_task_id = ticket["leader"]  # Cosmos's lookups now read the leader's results
+            status, compiled_sql = await self._parse_dbt_node_status_and_compiled_sql()
+        finally:
+            self.producer_task_id = producer
+        if not is_dbt_node_status_success(status):
+            return None
+        return TriggerEvent({**self._build_success_event(compiled_sql), CLEARED_BUILD_KEY: ticket})
+
+    @property
+    def task_id_of_trigger(self) -> str:
+        return self.task_instance.task_id if self.task_instance is not None else ""
 
     def _ending(self, event: TriggerEvent) -> TriggerEvent:
         """The event that ends the task here, or Cosmos's event to resume it with on a worker."""
         status = event.payload.get("status")
         if status == EventStatus.SUCCESS and not self.resume_on_success:
-            return TaskSuccessEvent()
+            ticket = event.payload.get(CLEARED_BUILD_KEY)
+            return TaskSuccessEvent(xcoms={CLEARED_BUILD_KEY: ticket} if ticket else None)
         if status == EventStatus.SKIPPED:
             return TaskSkippedEvent()
         return event
@@ -104,7 +165,7 @@ class ConsumerMixin:
     :param start_from_trigger: start (and on the happy path end) the task in the triggerer.
     """
 
-    template_fields: tuple[str, ...] = ("run_id", "try_number")
+    template_fields: tuple[str, ...] = ("run_id", "try_number", "run_started")
     start_from_trigger: bool = False
 
     # Set by Cosmos's sensor classes this mixes into.
@@ -120,6 +181,7 @@ class ConsumerMixin:
         # Rendered by the triggerer into the trigger's kwargs of the same names.
         self.run_id = "{{ run_id }}"
         self.try_number = "{{ ti.try_number }}"
+        self.run_started = "{{ dag_run.start_date.timestamp() }}"
 
     @property  # type: ignore[override]
     def start_trigger_args(self) -> StartTriggerArgs | None:
@@ -139,9 +201,98 @@ class ConsumerMixin:
                 "is_test_sensor": self.is_test_sensor,
                 "try_number": self.try_number,
                 "resume_on_success": bool(self.outlets),
+                "upstream_task_ids": sorted(self.upstream_task_ids),  # type: ignore[attr-defined]
+                "run_started": self.run_started,
             },
             timeout=None,  # the scheduler applies execution_timeout to the trigger
         )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
+        super().execute_complete(context, event)  # type: ignore[misc]
+        if event.get(CLEARED_BUILD_KEY):  # a mart resumed for its Assets passes the cleared build on
+            safe_xcom_push(task_instance=context["ti"], key=CLEARED_BUILD_KEY, value=event[CLEARED_BUILD_KEY])
+
+    def _fallback_to_non_watcher_run(self, try_number: int, context: Any) -> bool:
+        """A cleared (or retried) task whose cleared descendants wait for it builds them with it in
+        one ``dbt build``; alone, it runs Cosmos's fallback for its node."""
+        followers = self._cleared_followers(context) if _in_cleared_builds(self) else []
+        if not followers:
+            return super()._fallback_to_non_watcher_run(try_number, context)  # type: ignore[misc]
+        self._build_cleared_set(context, followers)
+        return True
+
+    def _cleared_followers(self, context: Any) -> list[ConsumerMixin]:
+        """The model and test tasks below this one that wait to run again and whose every waiting
+        ancestor is this task or one of them: one build of this node and theirs serves them all."""
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        dag, run_id = context["dag"], context["run_id"]
+        states = RuntimeTaskInstance.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]).get(run_id, {})
+        waiting = {task_id for task_id, state in states.items() if state in _WAITING_STATES}
+        below = self.get_flat_relative_ids(upstream=False)  # type: ignore[attr-defined]
+        followers = {
+            task_id for task_id in below & waiting if isinstance(dag.get_task(task_id), (ModelConsumer, TestConsumer))
+        }
+        while True:  # drop what also waits for a cleared task outside the set, then what waited on those
+            outside = {
+                task_id
+                for task_id in followers
+                if (dag.get_task(task_id).get_flat_relative_ids(upstream=True) & waiting) - followers
+            }
+            if not outside:
+                return [dag.get_task(task_id) for task_id in sorted(followers)]
+            followers -= outside
+
+    def _selected_nodes(self, tests_per_model: Mapping[str, Sequence[str]]) -> list[str]:
+        """dbt selectors of this task's node(s): its model, or its model's tests, or its test."""
+        uid = self.model_unique_id
+        if not self.is_test_sensor:
+            return [DbtNode.get_resource_name_from_unique_id(uid)]
+        return [test.split(".")[2] for test in tests_per_model.get(uid, [])]  # test.<package>.<name>.<hash>
+
+    def _build_cleared_set(self, context: Any, followers: Sequence[ConsumerMixin]) -> None:
+        """One ``dbt build`` of this task's node and its followers', its node results published
+        under this task as the producer publishes its own (Cosmos's parser), and a ticket the
+        followers' triggers read and pass down (:data:`CLEARED_BUILD_KEY`). Fails only if this
+        task's own node did; each follower reports its own node."""
+        ti = context["ti"]
+        producer = context["dag"].get_task(self.producer_task_id)
+        tests_per_model = getattr(producer, "tests_per_model", None) or {}
+        tasks = [self, *followers]
+        selectors = sorted({selector for task in tasks for selector in task._selected_nodes(tests_per_model)})
+        for task in tasks:  # no result of an earlier build may be read as this one's
+            safe_xcom_push(ti, _status_key(task), None if task.is_test_sensor else {"status": None, "outlet_uris": []})
+        ticket = {
+            "leader": self.task_id,  # type: ignore[attr-defined]
+            "run_started": context["dag_run"].start_date.timestamp(),
+            "tasks": [task.task_id for task in followers],  # type: ignore[attr-defined]
+        }
+        safe_xcom_push(ti, CLEARED_BUILD_KEY, ticket)
+        self.log.info("One dbt build for %s cleared tasks: %s", len(tasks), " ".join(selectors))  # type: ignore[attr-defined]
+        self._process_log_line_callable = functools.partial(  # Cosmos's hook for the producer's parser
+            store_dbt_resource_status_from_log,
+            tests_per_model=tests_per_model,
+            test_results_per_model={},
+            model_outlet_uris={},
+            dataset_namespace=None,
+            should_generate_model_uris=False,
+            upstream_failure_skipped_ids=set(),
+        )
+        self.base_cmd = ["build"]
+        failure: Exception | None = None
+        try:
+            self.build_and_run_cmd(  # type: ignore[attr-defined]
+                context,
+                cmd_flags=["--log-format", "json", "--indirect-selection", "empty", "--select", *selectors],
+            )
+        except Exception as error:  # another node's failure is that node's task's to report
+            failure = error
+        finally:
+            del self.base_cmd
+            self._process_log_line_callable = None
+        own = get_xcom_val(ti, self.task_id, _status_key(self))  # type: ignore[attr-defined]
+        if failure is not None and not is_dbt_node_status_success(own.get("status") if isinstance(own, dict) else own):
+            raise failure
 
     def _handle_no_dbt_node_status(self, producer_task_state: str | None, try_number: int, context: Any) -> bool:
         """Once the producer's ``dbt build`` succeeded, a node without a status did not fail (Cosmos's
@@ -295,6 +446,31 @@ def _instantiate(
         extra_context=meta.extra_context,
     )
     return get_airflow_task(meta, dag, task_group)
+
+
+def _status_key(task: ConsumerMixin) -> str:
+    """The XCom key Cosmos's trigger reads for this task's node (a model's tests: their aggregate)."""
+    if task.is_test_sensor:
+        from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
+
+        return get_tests_status_xcom_key(task.model_unique_id)
+    return get_status_xcom_key(task.model_unique_id)
+
+
+def _in_cleared_builds(task: Any) -> bool:
+    """A model's task or its tests' task; a test on several models (its own task, no aggregate
+    result to read) keeps running itself."""
+    return isinstance(task, (ModelConsumer, TestConsumer)) and not task.model_unique_id.startswith("test.")
+
+
+def _ticket_covers(ticket: Any, task_id: str, run_started: float | str) -> bool:
+    """A cleared build's ticket of this start of the run that lists ``task_id``."""
+    if not isinstance(ticket, dict) or task_id not in (ticket.get("tasks") or ()):
+        return False
+    try:
+        return abs(float(ticket["run_started"]) - float(run_started)) < 1e-3
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _detached_test(task_id: str, detached_from_parent: dict[str, list[DbtNode]] | None) -> DbtNode | None:

@@ -105,7 +105,9 @@ HAPPY_RUN: dict[str, str] = {}
 
 
 def test_happy_path_builds_the_contracts_marts_and_reports_once(stack: LocalStack) -> None:
+    started = time.monotonic()
     run_id, state, states = run_pipeline(stack)
+    print(f"\nlocal-executor small run: {time.monotonic() - started:.1f}s wall")  # beside the Celery drill's
     HAPPY_RUN["run_id"] = run_id
 
     assert state == "success", {task: s for task, s in states.items() if s != "success"}
@@ -143,21 +145,36 @@ def test_consumer_tasks_take_no_worker_on_the_happy_path(stack: LocalStack) -> N
 
 
 def test_clearing_a_model_reruns_it_and_then_its_descendants(stack: LocalStack) -> None:
-    """A cleared consumer's second try resumes on a worker and runs its node alone (Cosmos's fallback
-    ``dbt run --select``); its descendants do the same, the rest of the run stays as it was."""
+    """The cleared model's second try runs on a worker and builds itself and its cleared
+    descendants in one ``dbt build``; each descendant's task reports its own node from that build
+    (the ticket it read), the rest of the run stays as it was."""
     run_id = HAPPY_RUN["run_id"]
     cleared = "transform.int_orders_enriched.run"
     clear_tasks(base_url(stack), DAG_ID, run_id, [cleared])
     assert wait_for_run(base_url(stack), DAG_ID, run_id, timeout_s=900) == "success"
     instances = {ti["task_id"]: ti for ti in task_instances(base_url(stack), DAG_ID, run_id)}
     assert {ti["state"] for ti in instances.values()} == {"success"}
-    for model in ("int_orders_enriched", "fct_orders", "dim_customers", "fct_daily_revenue"):
-        rerun = instances[f"transform.{model}.run"]
-        assert rerun["try_number"] == 2 and rerun["pid"] is not None, model
+    assert instances[cleared]["try_number"] == 2 and instances[cleared]["pid"] is not None
+    followers = ["transform.int_orders_enriched.test"]
+    followers += [f"transform.{model}.{kind}" for model in ("fct_orders", "dim_customers") for kind in ("run", "test")]
+    for task in followers:
+        assert instances[task]["try_number"] == 2, task
+        assert cleared_build(stack, run_id, task)["leader"] == cleared, task
     for model in UNRELATED_MODELS:
         assert instances[f"transform.{model}.run"]["try_number"] == 1, model
+    leader_log = next(Path(stack.layout.logs_dir).rglob(f"run_id={run_id}/task_id={cleared}/attempt=2.log")).read_text()
+    assert "One dbt build for" in leader_log and "fct_orders" in leader_log
     dsn = stack.warehouse_dsn()
     assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
+
+
+def cleared_build(stack: LocalStack, run_id: str, task_id: str) -> dict:
+    """The ticket a task read from the cleared build it reported from (include/orchestration/consumers.py)."""
+    entry = api(
+        base_url(stack), "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/cleared_build"
+    )
+    value = entry["value"]
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def test_the_marts_asset_queues_the_consumer_which_exports_the_report(stack: LocalStack) -> None:
@@ -366,6 +383,29 @@ def test_a_failing_dbt_test_stops_its_descendants_only_and_alerts(stack: LocalSt
         assert states[f"transform.{model}.run"] == "success", model
     failures = [m["text"] for m in slack_messages(stack, run_id) if "failed" in m["text"]]
     assert any("stg_orders.test" in text for text in failures), failures
+
+
+def test_a_failed_test_cleared_after_its_data_is_fixed_runs_its_descendants_and_the_run_succeeds(
+    stack: LocalStack, teleported_order: None
+) -> None:
+    """The retry from the grid: the bad row is corrected where dbt reads it (raw.orders; staging is a
+    view), the failed test's task is cleared with downstream, the model's descendants then run, the
+    run succeeds and the marts are the contract's."""
+    run_id, state, states = run_pipeline(stack)
+    assert (state, states["transform.stg_orders.test"]) == ("failed", "failed"), states
+    dsn = stack.warehouse_dsn()
+    with psycopg.connect(dsn) as conn:
+        fixed = conn.execute("UPDATE raw.orders SET status = 'completed' WHERE order_id = 1 AND status = 'teleported'")
+        assert fixed.rowcount == 1
+
+    clear_tasks(base_url(stack), DAG_ID, run_id, ["transform.stg_orders.test"])
+
+    assert wait_for_run(base_url(stack), DAG_ID, run_id, timeout_s=900) == "success"
+    after = task_states(base_url(stack), DAG_ID, run_id)
+    assert {task: s for task, s in after.items() if s != "success"} == {}
+    for model in STG_ORDERS_DESCENDANTS:
+        assert states[f"transform.{model}.run"] == "upstream_failed" and after[f"transform.{model}.run"] == "success"
+    assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
 
 
 def secret_forms(stack: LocalStack) -> dict[str, str]:

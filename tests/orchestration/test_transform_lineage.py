@@ -163,3 +163,29 @@ def test_a_cleared_consumer_goes_to_the_dbt_queue_and_its_first_try_stays(
     producer.try_number = 1
     settings.task_instance_mutation_hook(producer)
     assert producer.queue == before
+
+
+def test_a_cleared_build_ticket_serves_only_its_clear_and_its_tasks() -> None:
+    """A ticket left by an earlier clear of the run, or one that did not list the task, is not
+    read as this clear's build (the task then runs its own node)."""
+    from include.orchestration.consumers import _ticket_covers
+
+    started = 1796280000.123456
+    ticket = {"leader": "transform.a.run", "run_started": started, "tasks": ["transform.b.run", "transform.b.test"]}
+    assert _ticket_covers(ticket, "transform.b.run", str(started))  # the trigger's value is a rendered template
+    assert not _ticket_covers(ticket, "transform.b.run", str(started - 60))  # an earlier start of the run
+    assert not _ticket_covers(ticket, "transform.c.run", str(started))
+    assert not _ticket_covers(None, "transform.b.run", str(started))
+    assert not _ticket_covers(ticket, "transform.b.run", "")
+
+
+def test_consumers_pass_their_upstream_tasks_and_the_runs_start_to_their_trigger(
+    rendered: tuple[dict, DAG],
+) -> None:
+    _, dag = rendered
+    task = dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.run"]
+    if not SETTINGS.consumers_start_from_trigger:
+        pytest.skip("consumers poke")
+    kwargs = task.start_trigger_args.trigger_kwargs
+    assert kwargs["upstream_task_ids"] == sorted(task.upstream_task_ids)
+    assert kwargs["run_started"] == "{{ dag_run.start_date.timestamp() }}" and "run_started" in task.template_fields
