@@ -151,9 +151,8 @@ class ConsumerTrigger(WatcherTrigger):
     def _ending(self, event: TriggerEvent) -> TriggerEvent:
         """The event that ends the task here, or Cosmos's event to resume it with on a worker."""
         status = event.payload.get("status")
-        if status == EventStatus.SUCCESS and not self.resume_on_success:
-            ticket = event.payload.get(CLEARED_BUILD_KEY)
-            return TaskSuccessEvent(xcoms={CLEARED_BUILD_KEY: ticket} if ticket else None)
+        if status == EventStatus.SUCCESS and not self.resume_on_success and not event.payload.get(CLEARED_BUILD_KEY):
+            return TaskSuccessEvent()
         if status == EventStatus.SKIPPED:
             return TaskSkippedEvent()
         return event
@@ -209,7 +208,9 @@ class ConsumerMixin:
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
         super().execute_complete(context, event)  # type: ignore[misc]
-        if event.get(CLEARED_BUILD_KEY):  # a mart resumed for its Assets passes the cleared build on
+        # A task ended from a cleared build passes its ticket on from here, on a worker: the
+        # ``xcoms`` of a TaskSuccessEvent were not readable by the next task's trigger (drill).
+        if event.get(CLEARED_BUILD_KEY):
             safe_xcom_push(task_instance=context["ti"], key=CLEARED_BUILD_KEY, value=event[CLEARED_BUILD_KEY])
 
     def _fallback_to_non_watcher_run(self, try_number: int, context: Any) -> bool:

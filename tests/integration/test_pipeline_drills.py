@@ -386,9 +386,9 @@ def test_a_failing_dbt_test_stops_its_descendants_only_and_alerts(stack: LocalSt
 
 
 @pytest.mark.xfail(
-    reason="open (issue 15): after the clear, the leader's build passes (35 of 35) and the first cleared model "
-    "below it ends from the ticket, but the next task (int_orders_enriched.test, try 1) finds no covering ticket "
-    "on that model, fails on the first run's result and retries; the run ends failed",
+    reason="open (issue 15): after the clear every cleared task succeeds (the leader builds the fixed test and "
+    "the descendants, which report from it), but the producer's own failed try from the first run is not "
+    "below the cleared test, stays failed, and so the run ends failed",
     strict=False,
 )
 def test_a_failed_test_cleared_after_its_data_is_fixed_runs_its_descendants_and_the_run_succeeds(
