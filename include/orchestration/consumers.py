@@ -132,7 +132,7 @@ class ConsumerTrigger(WatcherTrigger):
             for upstream in self.upstream_task_ids:
                 self.producer_task_id = upstream
                 ticket = await self.get_xcom_val(CLEARED_BUILD_KEY)
-                if _ticket_covers(ticket, self.task_id_of_trigger, self.run_started):
+                if _ticket_covers(ticket, getattr(self, "task_id", ""), self.run_started):  # set with task_instance
                     break
             else:
                 return None
@@ -143,10 +143,6 @@ class ConsumerTrigger(WatcherTrigger):
         if not is_dbt_node_status_success(status):
             return None
         return TriggerEvent({**self._build_success_event(compiled_sql), CLEARED_BUILD_KEY: ticket})
-
-    @property
-    def task_id_of_trigger(self) -> str:
-        return self.task_instance.task_id if self.task_instance is not None else ""
 
     def _ending(self, event: TriggerEvent) -> TriggerEvent:
         """The event that ends the task here, or Cosmos's event to resume it with on a worker."""
