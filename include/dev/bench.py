@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -130,26 +131,31 @@ class PeakMemory(threading.Thread):
         super().__init__(daemon=True)
         self.scheduler_pid, self.interval_s = scheduler_pid, interval_s
         self.peaks: dict[int, tuple[float, str]] = {}
-        self.task_processes: list[tuple[datetime, int]] = []  # (when, supervisors alive)
+        self.task_processes: list[tuple[datetime, int]] = []  # (when, task processes alive)
         self._stopped = threading.Event()
 
     def run(self) -> None:
         while not self._stopped.wait(self.interval_s):
-            try:
-                scheduler = psutil.Process(self.scheduler_pid)
-                processes = [scheduler, *scheduler.children(recursive=True)]
-            except psutil.NoSuchProcess:
+            if not self.sample():
                 return
-            titles = []
-            for process in processes:
-                title = _title(process)
-                titles.append(title)
-                peak = peak_rss_mib(process.pid)
-                if peak is not None and peak > self.peaks.get(process.pid, (0.0, ""))[0]:
-                    self.peaks[process.pid] = (peak, title)
-            # each task process runs under its own supervisor, titled by Airflow's executor
-            supervisors = sum(1 for title in titles if title.startswith("airflow supervisor:"))
-            self.task_processes.append((datetime.now().astimezone(), supervisors))
+
+    def sample(self) -> bool:
+        """One look at the scheduler's process tree; False once the scheduler is gone."""
+        try:
+            scheduler = psutil.Process(self.scheduler_pid)
+            processes = [scheduler, *scheduler.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return False
+        titles = []
+        for process in processes:
+            title = _title(process)
+            titles.append(title)
+            peak = peak_rss_mib(process.pid)
+            if peak is not None and peak > self.peaks.get(process.pid, (0.0, ""))[0]:
+                self.peaks[process.pid] = (peak, title)
+        running = {match[1] for title in titles if (match := _TASK_PROCESS.match(title))}
+        self.task_processes.append((datetime.now().astimezone(), len(running)))
+        return True
 
     def peak_task_processes(self, window: tuple[datetime, datetime] | None) -> int:
         if window is None:
@@ -174,6 +180,12 @@ class PeakMemory(threading.Thread):
             "largest_task_peak_mib": round(largest[0]),
             "largest_task": largest[1],
         }
+
+
+# A process that runs a task names its task instance id: the task runner (``airflow worker -- <id>``)
+# and the LocalExecutor worker that starts and supervises it (``airflow worker -- LocalExecutor: <id>``,
+# ``<idle>`` between tasks). Counting distinct ids counts each running task once.
+_TASK_PROCESS = re.compile(r"airflow worker -- (?:LocalExecutor\S*: )?([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})")
 
 
 def _title(process: psutil.Process) -> str:

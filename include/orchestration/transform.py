@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import airflow  # noqa: F401  (cosmos.constants needs Airflow initialised first)
-from airflow.sdk import Asset
+from airflow.sdk import Asset, TriggerRule
 from cosmos import DbtDag, DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import (
+    PRODUCER_WATCHER_DONE_TASK_ID,
     DbtResourceType,
     ExecutionMode,
     InvocationMode,
@@ -40,6 +41,8 @@ from include.orchestration.policies import task_policy
 from include.orchestration.profiles import RunWarehouseProfileMapping
 
 TRANSFORM_GROUP_ID = "transform"
+# Inside the group, after Cosmos's producer gate; see _let_the_node_tasks_decide.
+BUILD_FINISHED_TASK_ID = "dbt_build_finished"
 MARTS = ("fct_orders", "dim_customers", "fct_daily_revenue", "fct_marketing_performance")
 # Warehouse-independent names for the marts: a run on either warehouse updates the same Asset.
 MART_ASSETS = {mart: Asset(name=f"ecommerce.marts.{mart}", uri=f"ecommerce://marts/{mart}") for mart in MARTS}
@@ -144,7 +147,7 @@ def operator_args() -> dict[str, Any]:
 
 def transform_task_group(group_id: str = TRANSFORM_GROUP_ID, **kwargs: Any) -> DbtTaskGroup:
     """The dbt stage inside a pipeline DAG (call within a ``@dag`` body)."""
-    return DbtTaskGroup(
+    group = DbtTaskGroup(
         group_id=group_id,
         project_config=project_config(),
         profile_config=profile_config(),
@@ -153,6 +156,31 @@ def transform_task_group(group_id: str = TRANSFORM_GROUP_ID, **kwargs: Any) -> D
         operator_args=operator_args(),
         **kwargs,
     )
+    _let_the_node_tasks_decide(group)
+    return group
+
+
+def _let_the_node_tasks_decide(group: DbtTaskGroup) -> None:
+    """What follows the group waits for the node tasks alone, not for the producer's exit code.
+
+    The producer's ``dbt build`` fails when any node does, and Cosmos's gate after it
+    (``dbt_producer_watcher_done``) then holds back what follows the group. The node tasks report
+    every result themselves, and clearing a failed node from the grid reruns it and its descendants
+    but not the producer: after the data is fixed, that first failed build would keep the run failed
+    for good. :data:`BUILD_FINISHED_TASK_ID`, done whatever the gate ended with, makes the gate no
+    leaf of the group; if the producer failed before reporting a node, that node's task fails (and
+    retries on its own), so nothing is lost by not waiting for the producer's state.
+    """
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    gate = group.children[f"{group.group_id}.{PRODUCER_WATCHER_DONE_TASK_ID}"]
+    finished = EmptyOperator(
+        task_id=BUILD_FINISHED_TASK_ID,
+        task_group=group,
+        trigger_rule=TriggerRule.ALL_DONE,
+        doc_md="The producer's build has finished, whatever its exit code; the node tasks carry its results.",
+    )
+    gate >> finished
 
 
 def transform_dag(dag_id: str, project_dir: Path = DBT_PROJECT_DIR, **dag_kwargs: Any) -> DbtDag:

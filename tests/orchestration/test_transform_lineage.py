@@ -7,10 +7,17 @@ import json
 
 import pendulum
 import pytest
-from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, TriggerRule
 
 from include.orchestration.manifest import require_manifest
-from include.orchestration.transform import MART_ASSETS, SETTINGS, TRANSFORM_GROUP_ID, transform_task_group
+from include.orchestration.transform import (
+    BUILD_FINISHED_TASK_ID,
+    MART_ASSETS,
+    SETTINGS,
+    TRANSFORM_GROUP_ID,
+    transform_task_group,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +67,24 @@ def test_marts_update_their_assets_and_node_types_get_their_policies(rendered: t
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.run"].retries == 2
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.test"].retries == 1
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher"].retries == 0
+
+
+def test_what_follows_the_group_waits_for_the_node_tasks_not_the_producers_exit_code(
+    rendered: tuple[dict, DAG],
+) -> None:
+    """A failed first build must not fail a run whose failed nodes were fixed and cleared: the
+    producer's gate is no leaf of the group, the task after it is done whatever the gate ended with."""
+    _, dag = rendered
+    with dag:
+        follower = EmptyOperator(task_id="after_the_group")
+    dag.task_group_dict[TRANSFORM_GROUP_ID] >> follower
+    gate = f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher_done"
+    finished = dag.task_dict[f"{TRANSFORM_GROUP_ID}.{BUILD_FINISHED_TASK_ID}"]
+    assert gate not in follower.upstream_task_ids
+    assert finished.task_id in follower.upstream_task_ids and finished.upstream_task_ids == {gate}
+    assert finished.trigger_rule == TriggerRule.ALL_DONE
+    others = follower.upstream_task_ids - {finished.task_id}
+    assert others and all(hasattr(dag.task_dict[task_id], "model_unique_id") for task_id in others)
 
 
 def test_watcher_sensors_look_for_their_node_result_at_the_configured_interval(rendered: tuple[dict, DAG]) -> None:
