@@ -74,9 +74,13 @@ def ecommerce_elt() -> None:
     @task(**task_policy("health_check").operator_kwargs())
     def validate_params() -> dict:
         from include.orchestration.elt import run_choices
+        from include.warehouses import chosen_warehouse
 
-        choices = run_choices(get_current_context()["params"])
-        return {"warehouse": choices.warehouse, "full_refresh": choices.full_refresh, "sources": list(choices.sources)}
+        params = get_current_context()["params"]
+        choices = run_choices(params)
+        # resolved once: every later task of the run reads this, even if the Variable changes meanwhile
+        warehouse = choices.warehouse or chosen_warehouse(params)
+        return {"warehouse": warehouse, "full_refresh": choices.full_refresh, "sources": list(choices.sources)}
 
     checks = [
         task(task_id=f"check_{check.name}", **task_policy("health_check").operator_kwargs())(check.run)()
@@ -87,7 +91,6 @@ def ecommerce_elt() -> None:
     def extract(source: str, choices: dict) -> dict:
         from include.ingestion.pipeline import extract as extract_source
         from include.orchestration.elt import batch_id
-        from include.orchestration.warehouse import current_warehouse
 
         if source not in choices["sources"]:
             raise AirflowSkipException(f"{source} is not among this run's sources {choices['sources']}")
@@ -95,7 +98,7 @@ def ecommerce_elt() -> None:
         ti = context["ti"]
         report = extract_source(
             source,
-            warehouse=current_warehouse(context["params"]),
+            warehouse=choices["warehouse"],
             full_refresh=choices["full_refresh"],
             batch_id=batch_id(context["run_id"], ti.task_id, ti.try_number),
         )
@@ -106,24 +109,22 @@ def ecommerce_elt() -> None:
         """Runs only when no extraction failed (skipped ones were not selected this run)."""
 
     @task(**task_policy("dbt_docs").operator_kwargs())
-    def dbt_docs() -> str:
+    def dbt_docs(choices: dict) -> str:
         from include.orchestration.docs import publish_docs
-        from include.orchestration.warehouse import current_warehouse
 
-        return str(publish_docs(current_warehouse()))
+        return str(publish_docs(choices["warehouse"]))
 
     @task(**task_policy("notification").operator_kwargs())
-    def notify_success() -> None:
+    def notify_success(choices: dict) -> None:
         from include.orchestration.alerts import send
         from include.orchestration.elt import success_message
-        from include.orchestration.warehouse import current_warehouse
 
         context = get_current_context()
         ti, run = context["ti"], context["dag_run"]
         loads = {s.name: ti.xcom_pull(task_ids=f"extract_{s.name}") for s in SOURCES}
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run.run_id], task_group_id=TRANSFORM_GROUP_ID)
         message = success_message(
-            ti.dag_id, run.run_id, run.start_date, loads, states.get(run.run_id, {}), current_warehouse()
+            ti.dag_id, run.run_id, run.start_date, loads, states.get(run.run_id, {}), choices["warehouse"]
         )
         send(message)
 
@@ -137,7 +138,7 @@ def ecommerce_elt() -> None:
     gate = all_extractions_complete()
     for check in checks:
         check >> extractions
-    extractions >> gate >> transform_task_group() >> dbt_docs() >> notify_success()
+    extractions >> gate >> transform_task_group() >> dbt_docs(choices) >> notify_success(choices)
 
 
 ecommerce_elt()

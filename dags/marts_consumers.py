@@ -29,7 +29,7 @@ def marts_consumers() -> None:
         from airflow.sdk import ObjectStoragePath, Variable
 
         from include.orchestration.reports import daily_revenue_csv
-        from include.orchestration.warehouse import current_warehouse
+        from include.warehouses import current_warehouse
 
         context = get_current_context()
         target = ObjectStoragePath(Variable.get("reports_url"))

@@ -92,9 +92,10 @@ def _time_connections(table: str) -> float:
     """Seconds to open and close the source and warehouse connections the way a load does (the
     warehouse's on a helper thread while the source's opens): what no incremental load can go below."""
     from include.ingestion.config import source_entry
-    from include.ingestion.pipeline import _postgres_connections, warehouse_for
+    from include.ingestion.pipeline import _postgres_connections
+    from include.warehouses import warehouse as warehouse_spec
 
-    entry, warehouse = source_entry(table), warehouse_for("postgres")
+    entry, warehouse = source_entry(table), warehouse_spec("postgres").load_writer()
     started = time.perf_counter()
     with _postgres_connections(entry, warehouse) as (_, warehouse_conn):
         warehouse_conn.result()

@@ -32,13 +32,14 @@ from include.ingestion.config import (
 from include.ingestion.state import STATE_TABLE, high_water, set_high_water
 from include.ingestion.tables import RawTable, csv_chunks
 from include.ingestion.warehouse.base import ReplaceScope, StagedCursor, Warehouse, WarehouseSession
+from include.warehouses import warehouse as warehouse_spec
 
 if TYPE_CHECKING:
     from include.ingestion.sources.postgres import SnapshotClock
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadReport", "extract", "load_source_config", "warehouse_for"]
+__all__ = ["LoadReport", "extract", "load_source_config"]
 
 
 @dataclass(frozen=True)
@@ -79,19 +80,6 @@ class _Run:
     full_refresh: bool
 
 
-def warehouse_for(name: str) -> Warehouse:
-    """The writer for a warehouse name (``postgres`` | ``snowflake``) on its contract Connection."""
-    if name == "postgres":
-        from include.ingestion.warehouse.postgres import PostgresWarehouse
-
-        return PostgresWarehouse()
-    if name == "snowflake":
-        from include.ingestion.warehouse.snowflake import SnowflakeWarehouse
-
-        return SnowflakeWarehouse()
-    raise ValueError(f"unknown warehouse {name!r}: choose 'postgres' or 'snowflake' (Variable ecommerce_warehouse)")
-
-
 def extract(
     source_name: str,
     *,
@@ -106,7 +94,7 @@ def extract(
     written to ``_batch_id`` of every row the load inserts or changes.
     """
     entry = source_entry(source_name, config_path)
-    target = warehouse_for(warehouse) if isinstance(warehouse, str) else warehouse
+    target = warehouse_spec(warehouse).load_writer() if isinstance(warehouse, str) else warehouse
     run = _Run(target, batch_id or f"{source_name}-{uuid.uuid4().hex[:12]}", full_refresh)
     started = time.monotonic()
     report = _LOADERS[type(entry)](entry, run)

@@ -13,7 +13,8 @@ from typing import Any
 
 from include.ingestion.config import load_source_config
 from include.orchestration.alerts import AlertKind, SlackMessage, format_duration
-from include.orchestration.warehouse import WAREHOUSE_CONN_IDS, validate_warehouse
+from include.warehouses import WAREHOUSES, UnknownWarehouse
+from include.warehouses import warehouse as warehouse_spec
 
 
 class InvalidRunParams(ValueError):
@@ -40,8 +41,8 @@ def run_choices(params: dict[str, Any]) -> RunChoices:
     warehouse = params.get("warehouse") or None
     if warehouse is not None:
         try:
-            validate_warehouse(warehouse, "param warehouse")
-        except ValueError as error:
+            warehouse_spec(warehouse, "param warehouse")
+        except UnknownWarehouse as error:
             raise InvalidRunParams(str(error)) from None
     full_refresh = params.get("full_refresh", False)
     if not isinstance(full_refresh, bool):
@@ -73,12 +74,14 @@ def success_message(
 ) -> SlackMessage:
     """The run summary: rows per source, rejects, models built, tests passed, duration."""
     duration = (datetime.now(UTC) - started).total_seconds() if started else 0.0
-    models = sum(1 for task, state in task_states.items() if task.endswith(".run") and state == "success")
-    tests = sum(1 for task, state in task_states.items() if task.endswith("test") and state == "success")
+    from include.orchestration.transform import node_kind
+
+    succeeded = [node_kind(task) for task, state in task_states.items() if state == "success"]
+    models, tests = succeeded.count("model"), succeeded.count("test")
     rows = {name: report["rows_merged"] for name, report in loads.items() if report}
     rejects = sum(report.get("rows_rejected", 0) for report in loads.values() if report)
     facts = {
-        "Warehouse": f"{warehouse} ({WAREHOUSE_CONN_IDS.get(warehouse, '?')})",
+        "Warehouse": f"{warehouse} ({WAREHOUSES[warehouse].conn_id if warehouse in WAREHOUSES else '?'})",
         "Duration": format_duration(duration),
         "Rows loaded": ", ".join(f"{name} {count:,}" for name, count in rows.items()) or "none",
         "Rejected rows": f"{rejects:,}",

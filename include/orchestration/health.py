@@ -38,7 +38,7 @@ class HealthCheck:
 def check_postgres(conn_id: str, entries: Sequence[PostgresTable] = ()) -> str:
     """The database answers (within policies.yml's connect timeout), and each entry read through it
     has a declared pool, a timestamp cursor and a unique key in the source's catalog."""
-    from include.ingestion.warehouse.postgres import connect
+    from include.ingestion.postgres_connection import connect
 
     try:
         conn = connect(conn_id, application_name="health_check")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from cosmos.profiles import BaseProfileMapping, PostgresUserPasswordProfileMapping, SnowflakeUserPasswordProfileMapping
+from cosmos.profiles import BaseProfileMapping, SnowflakeUserPasswordProfileMapping
 
-from include.orchestration.warehouse import WAREHOUSE_CONN_IDS, current_warehouse
+from include.warehouses import WAREHOUSES, current_warehouse, warehouse
 
 # Models name their schema (staging | intermediate | marts, see generate_schema_name); the target
 # schema only holds what names none.
@@ -53,18 +53,16 @@ class SnowflakeProfileMapping(SnowflakeUserPasswordProfileMapping):
         return profile
 
 
-def warehouse_profile_mapping(warehouse: str) -> BaseProfileMapping:
-    profile_args = {"schema": TARGET_SCHEMA, "threads": THREADS}
-    if warehouse == "snowflake":
-        return SnowflakeProfileMapping(conn_id=WAREHOUSE_CONN_IDS["snowflake"], profile_args=profile_args)
-    return PostgresUserPasswordProfileMapping(conn_id=WAREHOUSE_CONN_IDS["postgres"], profile_args=profile_args)
+def warehouse_profile_mapping(name: str) -> BaseProfileMapping:
+    """dbt's profile for a warehouse (its registry entry names the mapping and the Connection)."""
+    return warehouse(name).profile(schema=TARGET_SCHEMA, threads=THREADS)
 
 
 class RunWarehouseProfileMapping(BaseProfileMapping):
     """Delegates to the mapping of the warehouse the running task's DAG run chose."""
 
     def __init__(self) -> None:
-        super().__init__(conn_id="warehouse_postgres|warehouse_snowflake (chosen per run)")
+        super().__init__(conn_id="|".join(spec.conn_id for spec in WAREHOUSES.values()) + " (chosen per run)")
 
     @property
     def delegate(self) -> BaseProfileMapping:

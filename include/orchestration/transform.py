@@ -42,7 +42,7 @@ from include.orchestration.profiles import RunWarehouseProfileMapping
 
 TRANSFORM_GROUP_ID = "transform"
 # Inside the group, after Cosmos's producer gate; see _let_the_node_tasks_decide.
-BUILD_FINISHED_TASK_ID = "dbt_build_finished"
+PRODUCER_ABSORBED_TASK_ID = "producer_state_absorbed"
 MARTS = ("fct_orders", "dim_customers", "fct_daily_revenue", "fct_marketing_performance")
 # Warehouse-independent names for the marts: a run on either warehouse updates the same Asset.
 MART_ASSETS = {mart: Asset(name=f"ecommerce.marts.{mart}", uri=f"ecommerce://marts/{mart}") for mart in MARTS}
@@ -70,6 +70,20 @@ class TransformSettings:
 SETTINGS = TransformSettings(
     consumers_start_from_trigger=os.environ.get("ECOMMERCE_CONSUMERS_START_FROM_TRIGGER", "true").lower() != "false"
 )
+
+
+def node_kind(task_id: str) -> str | None:
+    """``model``, ``test`` or ``source`` for a task of the dbt stage that Cosmos rendered for a dbt
+    node, else None (only for ids inside the group: ``check_ecommerce_source`` would read as a source).
+
+    Cosmos names them ``<model>.run`` / ``<model>.test`` inside a model's group, ``<model>_run``
+    for a model without tests, ``<test>_test`` for a test on several models, ``<source>.source`` or
+    ``<source>_source``; the one place this project reads those names.
+    """
+    for kind, suffix in (("model", "run"), ("test", "test"), ("source", "source")):
+        if task_id.endswith((f".{suffix}", f"_{suffix}")):
+            return kind
+    return None
 
 
 def project_config(project_dir: Path = DBT_PROJECT_DIR) -> ProjectConfig:
@@ -167,20 +181,24 @@ def _let_the_node_tasks_decide(group: DbtTaskGroup) -> None:
     (``dbt_producer_watcher_done``) then holds back what follows the group. The node tasks report
     every result themselves, and clearing a failed node from the grid reruns it and its descendants
     but not the producer: after the data is fixed, that first failed build would keep the run failed
-    for good. :data:`BUILD_FINISHED_TASK_ID`, done whatever the gate ended with, makes the gate no
-    leaf of the group; if the producer failed before reporting a node, that node's task fails (and
-    retries on its own), so nothing is lost by not waiting for the producer's state.
+    for good. :data:`PRODUCER_ABSORBED_TASK_ID`, done whatever the gate ended with (so it succeeds even
+    when the whole group was upstream_failed), makes the gate no leaf of the group. If the producer
+    failed before reporting a node, that node's task fails (and retries on its own), so nothing is
+    lost by not waiting for the producer's state.
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
 
     gate = group.children[f"{group.group_id}.{PRODUCER_WATCHER_DONE_TASK_ID}"]
-    finished = EmptyOperator(
-        task_id=BUILD_FINISHED_TASK_ID,
+    absorbed = EmptyOperator(
+        task_id=PRODUCER_ABSORBED_TASK_ID,
         task_group=group,
         trigger_rule=TriggerRule.ALL_DONE,
-        doc_md="The producer's build has finished, whatever its exit code; the node tasks carry its results.",
+        doc_md=(
+            "Done whatever the producer and its gate ended with (green even when nothing before it ran): "
+            "what follows the dbt stage waits for the node tasks, which carry every result of the build."
+        ),
     )
-    gate >> finished
+    gate >> absorbed
 
 
 def transform_dag(dag_id: str, project_dir: Path = DBT_PROJECT_DIR, **dag_kwargs: Any) -> DbtDag:

@@ -23,7 +23,7 @@ import pytest
 from include.dev.airflow_settings import ConnectionSpec
 from include.dev.embedded_postgres import EmbeddedPostgres
 from include.ingestion.pipeline import extract
-from include.ingestion.warehouse.postgres import SessionLimitExceeded, named_limits
+from include.ingestion.postgres_connection import SessionLimitExceeded, named_limits
 
 SOURCE_PASSWORD = "src-Pa55word-4f9d1c"
 WAREHOUSE_PASSWORD = "wh-Pa55word-8e2b7a"
@@ -248,7 +248,7 @@ def with_extras(monkeypatch: pytest.MonkeyPatch, conn_id: str, **extras: object)
 
 
 def test_sessions_carry_the_policies_timeouts_and_keepalives(shop: Shop) -> None:
-    from include.ingestion.warehouse.postgres import connect
+    from include.ingestion.postgres_connection import connect
     from include.orchestration.policies import connection_limits
 
     for conn_id in ("ecommerce_source", "warehouse_postgres"):

@@ -17,9 +17,10 @@ import pytest
 
 from include.dev.airflow_settings import ConnectionSpec
 from include.dev.embedded_postgres import EmbeddedPostgres
-from include.ingestion.pipeline import extract, warehouse_for
+from include.ingestion.pipeline import extract
 from include.ingestion.state import STATE_TABLE
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
+from include.warehouses import warehouse as warehouse_spec
 from tests.dbt.conftest import snowflake_connection_env
 
 SOURCES = """
@@ -194,7 +195,7 @@ def test_upsert_writes_values_as_given_and_updates_by_key(
     snowflake_connection(monkeypatch, "analytics")
     tricky = ("100% 'sale'", "updated_at", None)
     with fakesnow.patch():
-        target = warehouse_for(warehouse)
+        target = warehouse_spec(warehouse).load_writer()
         for batch, row in (("b1", tricky), ("b2", (tricky[0], "updated_at", "2025-02-01T00:00:00+00:00"))):
             with target.session(batch, [STATE_TABLE]) as session:
                 session.upsert(STATE_TABLE, [row])

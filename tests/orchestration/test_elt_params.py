@@ -46,6 +46,9 @@ def test_success_summary_counts_rows_rejects_models_and_tests() -> None:
         "transform.fct_orders.run": "success",
         "transform.fct_orders.test": "success",
         "transform.stg_orders.run": "success",
+        "transform.stg_marketing_spend_rejects_run": "success",  # a model without tests
+        "transform.raw_orders.source": "success",
+        "transform.producer_state_absorbed": "success",
         "transform.dbt_producer_watcher": "success",
         "transform.assert_daily_revenue_matches_fct_orders_test": "success",
     }
@@ -54,7 +57,7 @@ def test_success_summary_counts_rows_rejects_models_and_tests() -> None:
     assert message.kind is AlertKind.SUCCESS
     assert message.facts["Rows loaded"] == "orders 1,200, marketing_spend 40"
     assert message.facts["Rejected rows"] == "3" and message.facts["Skipped sources"] == "customers"
-    assert (message.facts["Models built"], message.facts["Tests passed"]) == ("2", "2")
+    assert (message.facts["Models built"], message.facts["Tests passed"]) == ("3", "2")
     assert message.facts["Duration"].startswith("3m")
 
 

@@ -12,8 +12,8 @@ from airflow.sdk import DAG, TriggerRule
 
 from include.orchestration.manifest import require_manifest
 from include.orchestration.transform import (
-    BUILD_FINISHED_TASK_ID,
     MART_ASSETS,
+    PRODUCER_ABSORBED_TASK_ID,
     SETTINGS,
     TRANSFORM_GROUP_ID,
     transform_task_group,
@@ -79,7 +79,7 @@ def test_what_follows_the_group_waits_for_the_node_tasks_not_the_producers_exit_
         follower = EmptyOperator(task_id="after_the_group")
     dag.task_group_dict[TRANSFORM_GROUP_ID] >> follower
     gate = f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher_done"
-    finished = dag.task_dict[f"{TRANSFORM_GROUP_ID}.{BUILD_FINISHED_TASK_ID}"]
+    finished = dag.task_dict[f"{TRANSFORM_GROUP_ID}.{PRODUCER_ABSORBED_TASK_ID}"]
     assert gate not in follower.upstream_task_ids
     assert finished.task_id in follower.upstream_task_ids and finished.upstream_task_ids == {gate}
     assert finished.trigger_rule == TriggerRule.ALL_DONE

@@ -19,8 +19,8 @@ import psycopg
 from psycopg import sql
 
 from include.ingestion.config import PostgresTable
+from include.ingestion.postgres_connection import connect, named_limits
 from include.ingestion.tables import CHUNK_BYTES, Column, RawTable
-from include.ingestion.warehouse.postgres import connect, named_limits
 
 _COPY_FORMATS = {"csv": "csv", "binary": "binary"}
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from airflow.providers.postgres.hooks.postgres import PostgresHook
 from psycopg import sql
 
+from include.ingestion.postgres_connection import connect, named_limits
 from include.ingestion.tables import LOAD_COLUMNS, RawTable
 from include.ingestion.warehouse.base import (
     FUTURE_KEY_EXAMPLES,
@@ -35,7 +34,6 @@ from include.ingestion.warehouse.base import (
     WarehouseSession,
     staging_name,
 )
-from include.orchestration.policies import ConnectionLimits, connection_limits
 
 log = logging.getLogger(__name__)
 
@@ -51,86 +49,11 @@ _COPY_FORMATS = {"csv": "csv", "binary": "binary"}
 _DDL_LOCK_KEY = 0x7261775F646466  # "raw_ddl"
 
 
-def connect(conn_id: str, application_name: str = "ingestion") -> psycopg.Connection:
-    """A psycopg 3 connection from an Airflow Connection, via the provider's hook.
-
-    Session settings travel in the startup packet (``options``), not as statements: no round trip,
-    and no transaction is open when the connection is handed over.
-    """
-    options = f"-c TimeZone=UTC -c application_name={application_name}"
-    return LimitedPostgresHook(postgres_conn_id=conn_id, options=options).get_conn()
-
-
-_LIMIT_KEYS = frozenset(f.name for f in fields(ConnectionLimits))
-
-
-class SessionLimitExceeded(RuntimeError):
-    """A statement hit its Connection's ``lock_timeout`` or ``statement_timeout`` and was cancelled;
-    the message names the Connection, the limit and the fix. The transaction was rolled back."""
-
-
-_LIMIT_HIT = {
-    "canceling statement due to lock timeout": "lock_timeout",
-    "canceling statement due to statement timeout": "statement_timeout",
-}
-
-
-@contextmanager
-def named_limits(conn_id: str) -> Iterator[None]:
-    """Turns psycopg's cancelled-statement errors into one that names the Connection and its limit."""
-    try:
-        yield
-    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as error:
-        limit = _LIMIT_HIT.get(error.diag.message_primary or "")
-        if limit is None:  # a NOWAIT lock, a cancel by hand: psycopg's own message says it
-            raise
-        seconds = getattr(connection_limits(conn_id, _extras(conn_id)), limit)
-        waited = "for a lock another session holds" if limit == "lock_timeout" else "running"
-        raise SessionLimitExceeded(
-            f"Connection '{conn_id}': a statement waited longer than its {limit} ({seconds} s) {waited}, and was "
-            f"cancelled; the transaction was rolled back, so nothing was written and a retry starts over. Find "
-            f"the session that holds it in pg_stat_activity / pg_locks, or raise `{limit}` in the Connection's "
-            f"extras or under connections.{conn_id} in policies.yml."
-        ) from error
-
-
-def _extras(conn_id: str) -> dict[str, Any]:
-    try:
-        return PostgresHook.get_connection(conn_id).extra_dejson
-    except Exception:  # the limit in the message is then the policies.yml one
-        return {}
-
-
-class LimitedPostgresHook(PostgresHook):
-    """The provider's hook with the session limits of policies.yml (``connections:``), so a network
-    partition or a lock queue fails the task within seconds to minutes, not at its
-    ``execution_timeout``. The Connection's extras may set the same keys; they win."""
-
-    ignored_extra_options = PostgresHook.ignored_extra_options | _LIMIT_KEYS  # not libpq options as spelt
-
-    def _create_connection(self, conn_args: dict[str, Any]) -> Any:
-        limits = connection_limits(self.get_conn_id(), self.connection.extra_dejson)
-        return super()._create_connection({**conn_args, **session_limits(limits, conn_args.get("options"))})
-
-
-def session_limits(limits: ConnectionLimits, options: str | None = None) -> dict[str, Any]:
-    """libpq connection parameters for ``limits``; the server-side timeouts join ``options``."""
-    server = f"-c statement_timeout={limits.statement_timeout}s -c lock_timeout={limits.lock_timeout}s"
-    return {
-        "connect_timeout": limits.connect_timeout,
-        "keepalives": 1,
-        "keepalives_idle": limits.keepalives_idle,
-        "keepalives_interval": limits.keepalives_interval,
-        "keepalives_count": limits.keepalives_count,
-        "options": f"{options} {server}" if options else server,
-    }
-
-
 class PostgresWarehouse(Warehouse):
     name = "postgres"
     source_copy_format = "binary"  # raw columns have the source's exact types, so binary COPY fits
 
-    def __init__(self, conn_id: str = "warehouse_postgres") -> None:
+    def __init__(self, conn_id: str) -> None:
         self.conn_id = conn_id
 
     def connect(self) -> psycopg.Connection:

@@ -96,7 +96,7 @@ def connector_timeouts(limits: ConnectionLimits) -> dict[str, int]:
 class SnowflakeWarehouse(Warehouse):
     name = "snowflake"
 
-    def __init__(self, conn_id: str = "warehouse_snowflake") -> None:
+    def __init__(self, conn_id: str) -> None:
         self.conn_id = conn_id
 
     def connect(self) -> Any:
