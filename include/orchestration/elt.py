@@ -13,7 +13,7 @@ from typing import Any
 
 from include.ingestion.config import load_source_config
 from include.orchestration.alerts import AlertKind, SlackMessage, format_duration
-from include.warehouses import WAREHOUSES, UnknownWarehouse
+from include.warehouses import UnknownWarehouse
 from include.warehouses import warehouse as warehouse_spec
 
 
@@ -81,7 +81,7 @@ def success_message(
     rows = {name: report["rows_merged"] for name, report in loads.items() if report}
     rejects = sum(report.get("rows_rejected", 0) for report in loads.values() if report)
     facts = {
-        "Warehouse": f"{warehouse} ({WAREHOUSES[warehouse].conn_id if warehouse in WAREHOUSES else '?'})",
+        "Warehouse": f"{warehouse} ({warehouse_spec(warehouse).conn_id})",
         "Duration": format_duration(duration),
         "Rows loaded": ", ".join(f"{name} {count:,}" for name, count in rows.items()) or "none",
         "Rejected rows": f"{rejects:,}",
