@@ -14,31 +14,31 @@ dbt-manifest: venv    ## build the dbt manifest Cosmos renders from (no warehous
 	@$(PY) -m include.orchestration.manifest
 
 run: venv dbt-manifest  ## the whole pipeline on the embedded local stack, Airflow UI on :8080 (EXECUTOR=celery: the deployment's shape)
-	@$(PY) -m include.dev.stack up --scale $(SCALE) --airflow --trigger --executor $(EXECUTOR)
+	@$(PY) -m dev.stack up --scale $(SCALE) --airflow --trigger --executor $(EXECUTOR)
 
 up: venv              ## embedded Postgres, Stripe stub, Slack receiver and data; no Airflow
-	@$(PY) -m include.dev.stack up --scale $(SCALE)
+	@$(PY) -m dev.stack up --scale $(SCALE)
 
 down:                 ## stop everything the local stack started (data is kept)
-	@$(PY) -m include.dev.stack down
+	@$(PY) -m dev.stack down
 
 status:
-	@$(PY) -m include.dev.stack status
+	@$(PY) -m dev.stack status
 
 lint: venv            ## ruff (lint + format check) and sqlfluff (dbt templater); CI fails on either
-	@$(PY) -m include.dev.lint
+	@$(PY) -m dev.lint
 
 fix: venv             ## apply ruff's and sqlfluff's fixes
-	@$(PY) -m include.dev.lint --fix
+	@$(PY) -m dev.lint --fix
 
 test: venv dbt-manifest lint ## lint, then the test suite (starts what it needs itself)
 	@$(PY) -m pytest
 
 bench-el: venv        ## extract-load benchmark (not part of the tests)
-	@$(PY) -m include.dev.bench_el --scales medium large
+	@$(PY) -m dev.bench_el --scales medium large
 
 bench: venv dbt-manifest ## whole-pipeline benchmark (not part of the tests); MODELS_CURVE=1,4,16 adds the model-count curve
-	@$(PY) -m include.dev.bench --scale $(SCALE) --models-curve "$(MODELS_CURVE)"
+	@$(PY) -m dev.bench --scale $(SCALE) --models-curve "$(MODELS_CURVE)"
 
 clean-local: down     ## delete the local stack's data (.local/)
 	rm -rf .local

@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: one embedded PostgreSQL per test session.
+"""Fixtures shared by the whole suite: one embedded PostgreSQL per test session, and the ``stack`` marker.
 
 Tests get fresh databases from it (``new_database``) instead of sharing state, so they can run in
 any order. The server is the same ``EmbeddedPostgres`` the local stack runs: real PostgreSQL 16.
@@ -30,9 +30,19 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO_ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port  # noqa: E402 (after the env above)
+from dev.embedded_postgres import EmbeddedPostgres, find_free_port  # noqa: E402 (after the env above)
 
 _database_numbers = itertools.count(1)
+
+# Fixtures that start a service of the embedded local stack. A test that uses one, directly or
+# through another fixture, is marked ``stack``: ``pytest -m "not stack"`` runs what needs none.
+STACK_FIXTURES = frozenset({"postgres_server", "fakesnow_server", "s3_endpoint", "stack", "byo_stack"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
 
 
 @pytest.fixture(scope="session")

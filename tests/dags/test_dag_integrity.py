@@ -45,7 +45,7 @@ def test_both_dbt_builds_share_one_single_slot_pool() -> None:
     """ecommerce_elt's dbt stage and dbt_transform build the same models into the same target/:
     a one-slot pool, declared where both the Astro path and the local stack import pools, keeps
     them from building at once."""
-    from include.dev.airflow_settings import load_settings
+    from dev.airflow_settings import load_settings
 
     pools = {pool.name: pool.slots for pool in load_settings(REPO_ROOT / "airflow_settings.yaml").pools}
     builds = producers("ecommerce_elt") + producers("dbt_transform")

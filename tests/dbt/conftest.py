@@ -1,6 +1,6 @@
 """A warehouse whose `raw` layer was loaded by the real extraction from the synthetic shop.
 
-The dbt tests start from what production has: ``include.dev.shopgen`` fills a source database and
+The dbt tests start from what production has: ``dev.shopgen`` fills a source database and
 the Stripe stub's charge store, ``include.ingestion`` extracts all six sources into `raw` through
 Airflow Connections (``AIRFLOW_CONN_*``), and dbt builds on top of that.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.dev import shopgen
-from include.dev.airflow_settings import ConnectionSpec
-from include.dev.embedded_postgres import EmbeddedPostgres
-from include.dev.stripe_stub import StripeStub
+from dev import shopgen
+from dev.airflow_settings import ConnectionSpec
+from dev.embedded_postgres import EmbeddedPostgres
+from dev.stripe_stub import StripeStub
 from include.ingestion.config import load_source_config
 from include.ingestion.pipeline import extract
 from include.orchestration.policies import POLICIES_FILE

@@ -3,7 +3,7 @@
 Why it exists: the dbt project is built in parallel with the extract-load layer, and its tests need
 `raw` tables exactly as docs/raw-layer.md fixes them (names, columns, types, load columns) on both
 warehouses. Once ``include.ingestion`` lands, the tests load `raw` with it from the synthetic shop
-(``include.dev.shopgen``) instead, and this module goes away. It is deliberately dumb: it writes
+(``dev.shopgen``) instead, and this module goes away. It is deliberately dumb: it writes
 whole tables (truncate + insert) from Python rows that carry their own ``_loaded_at``, so a test
 can change a row and give it a newer load time, exactly what an incremental extraction does.
 

@@ -29,7 +29,7 @@ def test_dbt_build_passes_and_marts_equal_the_contract(shop_warehouse: ShopWareh
 
 def test_incremental_build_after_a_day_of_changes_equals_a_full_refresh(shop_warehouse: ShopWarehouse) -> None:
     """fct_orders and dim_customers merge only what changed; late refunds and status changes included."""
-    from include.dev import shopgen
+    from dev import shopgen
 
     build(shop_warehouse)
     changes = shopgen.apply_changes(1, shop_warehouse.source_dsn, shop_warehouse.charges_db, shop_warehouse.landing_dir)

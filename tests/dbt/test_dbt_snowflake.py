@@ -59,7 +59,7 @@ def test_second_snowflake_build_merges_a_day_of_changes_like_postgres(
 ) -> None:
     """The run after the first day: the incremental models exist, so dbt merges into them (the
     path that put two DuckDB databases in one transaction); the marts still equal Postgres's."""
-    from include.dev import shopgen
+    from dev import shopgen
 
     snowflake = snowflake_connection_env(
         f"analytics_{uuid.uuid4().hex[:6]}", host="127.0.0.1", port=fakesnow_server, protocol="http"

@@ -13,10 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from include.dev.airflow_settings import ConnectionSpec
-from include.dev.charge_store import ChargeStore
-from include.dev.embedded_postgres import EmbeddedPostgres
-from include.dev.stripe_stub import StripeStub
+from dev.airflow_settings import ConnectionSpec
+from dev.charge_store import ChargeStore
+from dev.embedded_postgres import EmbeddedPostgres
+from dev.stripe_stub import StripeStub
 from include.ingestion.pipeline import extract
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
 from include.orchestration.dbt_cli import run_dbt

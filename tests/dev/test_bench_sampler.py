@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import pytest
 from airflow.executors.local_executor import _get_executor_process_title_prefix
 
-from include.dev.bench import PeakMemory
+from dev.bench import PeakMemory
 
 _TITLED_CHILD = (
     "import setproctitle, sys; setproctitle.setproctitle(sys.argv[1]); print('ready', flush=True); sys.stdin.read()"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from include.dev.celery_shape import DBT_QUEUE, copy_project
-from include.dev.stack import REPO_ROOT, LocalStack, StackLayout
+from dev.celery_shape import DBT_QUEUE, copy_project
+from dev.stack import REPO_ROOT, LocalStack, StackLayout
 
 
 def test_a_workers_copy_holds_the_image_and_no_build_output(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from include.dev.airflow_client import run_dag_and_wait
-from include.dev.embedded_postgres import PortInUseError, find_free_port
-from include.dev.stack import PIPELINE_DAG_ID, LocalStack, StackLayout
+from dev.airflow_client import run_dag_and_wait
+from dev.embedded_postgres import PortInUseError, find_free_port
+from dev.stack import PIPELINE_DAG_ID, LocalStack, StackLayout
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psutil
 
-from include.dev.processes import ManagedProcess
+from dev.processes import ManagedProcess
 
 
 def managed(tmp_path: Path, *argv: str) -> ManagedProcess:

@@ -11,10 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from include.dev import shopgen
-from include.dev.charge_store import ChargeStore
-from include.dev.shopgen.rows import ORPHAN_ORDER_OFFSET
-from include.dev.shopgen.source_db import COLUMNS, SourceNotEmpty
+from dev import shopgen
+from dev.charge_store import ChargeStore
+from dev.shopgen.rows import ORPHAN_ORDER_OFFSET
+from dev.shopgen.source_db import COLUMNS, SourceNotEmpty
 
 CONTRACT_TYPES = {
     ("customers", "customer_id"): "bigint",

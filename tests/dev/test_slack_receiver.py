@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from include.dev.slack_receiver import SlackReceiver
+from dev.slack_receiver import SlackReceiver
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 import requests
 import stripe
 
-from include.dev.charge_store import ChargeStore
-from include.dev.stripe_stub import Faults, StripeStub
+from dev.charge_store import ChargeStore
+from dev.stripe_stub import Faults, StripeStub
 
 API_KEY = "sk_test_stub_key_0123456789"
 CHARGES = 1_257  # not a multiple of any page size: the last page is partial

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from include.dev.embedded_postgres import find_free_port
-from include.dev.slack_receiver import SlackReceiver
+from dev.embedded_postgres import find_free_port
+from dev.slack_receiver import SlackReceiver
 from include.orchestration.alerts import AlertKind, PipelineAlert, SlackMessage, redact, send
 
 TOKEN = "T0TEST/B0TEST/very-secret-token"

@@ -69,9 +69,9 @@ def test_renders_seeds_snapshots_and_nested_models(byo_project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def byo_stack(byo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    from include.dev.airflow_client import wait_for_dag
-    from include.dev.embedded_postgres import find_free_port
-    from include.dev.stack import LocalStack, StackLayout
+    from dev.airflow_client import wait_for_dag
+    from dev.embedded_postgres import find_free_port
+    from dev.stack import LocalStack, StackLayout
 
     root = tmp_path_factory.mktemp("byo_stack")
     dags = root / "dags"
@@ -90,7 +90,7 @@ def byo_stack(byo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.mark.slow
 def test_builds_through_the_scheduler(byo_stack) -> None:
-    from include.dev.airflow_client import task_states, trigger, wait_for_run
+    from dev.airflow_client import task_states, trigger, wait_for_run
 
     base_url = f"http://127.0.0.1:{byo_stack.ports.airflow}"
     run_id = trigger(base_url, DAG_ID, {"warehouse": "postgres"})

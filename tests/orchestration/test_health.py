@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from include.dev.airflow_settings import ConnectionSpec
-from include.dev.embedded_postgres import find_free_port
+from dev.airflow_settings import ConnectionSpec
+from dev.embedded_postgres import find_free_port
 from include.ingestion.config import load_source_config
 from include.orchestration.health import SourceUnhealthy, check_landing, check_postgres, health_checks
 

@@ -13,19 +13,17 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
-from include.dev.airflow_settings import load_settings
+from dev.airflow_settings import load_settings
 from include.orchestration.docs import DOCS_CONN_ID, DOCS_URL_VARIABLE, docs_projects_setting
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_ROOT = "/usr/local/airflow"  # where the Astro Runtime image holds the project
-NEVER_IN_IMAGE = re.compile(
-    r"^(tests|include/dev|dev|docs|bench-results|scripts)/|^requirements-(dev|bench|lint)\.txt$"
-)
+NEVER_IN_IMAGE = re.compile(r"^(tests|dev|docs|bench-results|scripts)/|^requirements-(dev|bench|lint)\.txt$")
 NEEDED_IN_IMAGE = (
     "Dockerfile",
     "requirements.txt",
@@ -99,14 +97,14 @@ def test_the_build_context_holds_what_a_deployment_runs_and_no_dev_test_or_bench
 
 
 def test_the_dockerignore_matcher_follows_dockers_rules() -> None:
-    kept, sibling = "/".join(("include", "dev", "keep.py")), "/".join(("include", "devices.py"))  # hypothetical
+    kept, sibling = "/".join(("dev", "keep.py")), "devices.py"  # hypothetical
     patterns = [
         (False, re.compile(_glob_regex("**/__pycache__") + r"(/.*)?")),
-        (False, re.compile(_glob_regex("include/dev") + r"(/.*)?")),
+        (False, re.compile(_glob_regex("dev") + r"(/.*)?")),
         (True, re.compile(_glob_regex(kept) + r"(/.*)?")),
     ]
     assert is_ignored("dags/__pycache__/x.pyc", patterns) and is_ignored("__pycache__/x.pyc", patterns)
-    assert is_ignored("include/dev/stack.py", patterns) and not is_ignored(kept, patterns)
+    assert is_ignored("dev/stack.py", patterns) and not is_ignored(kept, patterns)
     assert not is_ignored(sibling, patterns)
 
 
@@ -250,3 +248,22 @@ def test_the_docs_location_is_on_a_volume_the_api_server_and_the_workers_share()
     for component in ("scheduler", "api-server"):
         mounts = [volume.split(":")[1] for volume in services[component]["volumes"]]
         assert any(docs_url.removeprefix("file://").startswith(mount + "/") for mount in mounts), component
+
+
+def test_each_python_service_runs_a_module_its_mounts_hold() -> None:
+    """The stub, the receiver and the seed run `python -m <module>` from the repository mounted into
+    a plain python image: moving a module without its mount would leave `astro dev start` without them."""
+    checked = []
+    for name, service in compose_services().items():
+        module = _flag(_command(service), "-m")
+        if module is None:
+            continue
+        in_container = PurePosixPath(service["working_dir"], *module.split(".")).with_suffix(".py")
+        on_host = [
+            Path(host) / in_container.relative_to(container)
+            for host, container, *_ in (volume.split(":") for volume in service["volumes"])
+            if host.startswith(".") and in_container.is_relative_to(container)
+        ]
+        assert on_host and (REPO_ROOT / on_host[0]).is_file(), f"{name}: {module} is not in its mounts"
+        checked.append(name)
+    assert {"shop-seed", "stripe-stub", "slack-receiver"} <= set(checked)

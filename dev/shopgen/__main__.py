@@ -1,4 +1,4 @@
-"""CLI: ``python -m include.dev.shopgen generate|changes ...`` (see the package docstring)."""
+"""CLI: ``python -m dev.shopgen generate|changes ...`` (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
-from include.dev.shopgen import SCALES, apply_changes, generate
+from dev.shopgen import SCALES, apply_changes, generate
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m include.dev.shopgen")
+    parser = argparse.ArgumentParser(prog="python -m dev.shopgen")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("generate", "changes"):
         command = commands.add_parser(name)

@@ -37,12 +37,12 @@ from pathlib import Path
 
 import psutil
 
-from include.dev import shopgen
-from include.dev.airflow_client import api, clear_tasks, task_instances, trigger, wait_for_dag, wait_for_run
-from include.dev.bench_el import RESULTS, TABLES, create_like, peak_rss_mib, psql_copy_pipe
-from include.dev.bench_parse import empty_dag_seconds, parse_seconds
-from include.dev.embedded_postgres import find_free_port
-from include.dev.stack import REPO_ROOT, LocalStack, StackLayout
+from dev import shopgen
+from dev.airflow_client import api, clear_tasks, task_instances, trigger, wait_for_dag, wait_for_run
+from dev.bench_el import RESULTS, TABLES, create_like, peak_rss_mib, psql_copy_pipe
+from dev.bench_parse import empty_dag_seconds, parse_seconds
+from dev.embedded_postgres import find_free_port
+from dev.stack import REPO_ROOT, LocalStack, StackLayout
 
 DAG_ID = "ecommerce_elt"
 STAGES = ("health", "extraction", "dbt", "docs", "notify")
@@ -406,7 +406,7 @@ class CurveProject:
 
     @classmethod
     def prepare(cls, factor: int, root: Path, dags_dir: Path) -> CurveProject:
-        from include.dev.replicate_dbt import replicate_project
+        from dev.replicate_dbt import replicate_project
         from include.orchestration.manifest import build_manifest
 
         project_dir = replicate_project(factor, root / f"x{factor}")
@@ -417,7 +417,7 @@ class CurveProject:
         return cls(factor, project_dir, dag_file, models)
 
 
-CURVE_DAG = '''"""Benchmark only: the dbt stage of a replicated project (include/dev/bench.py)."""
+CURVE_DAG = '''"""Benchmark only: the dbt stage of a replicated project (dev/bench.py)."""
 from pathlib import Path
 
 import pendulum

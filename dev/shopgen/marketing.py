@@ -14,8 +14,8 @@ import random
 from datetime import date
 from pathlib import Path
 
-from include.dev.shopgen.rows import money
-from include.dev.shopgen.scales import CHANNELS
+from dev.shopgen.rows import money
+from dev.shopgen.scales import CHANNELS
 
 HEADER = ("date", "channel", "campaign_id", "campaign_name", "spend", "impressions", "clicks")
 PAID_CHANNELS = tuple(channel for channel in CHANNELS if channel != "organic")

@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 
-from include.dev.airflow_settings import ConnectionSpec
-from include.dev.embedded_postgres import EmbeddedPostgres
+from dev.airflow_settings import ConnectionSpec
+from dev.embedded_postgres import EmbeddedPostgres
 from include.ingestion.pipeline import extract
 from include.ingestion.postgres_connection import SessionLimitExceeded, named_limits
 
@@ -274,7 +274,7 @@ def test_a_warehouse_lock_fails_the_merge_within_lock_timeout_and_the_retry_is_e
     """Another session holds raw.orders, so the merge queues on its lock: the load fails within the
     Connection's ``lock_timeout`` (an extras override of policies.yml), the failure alert reaches
     Slack, raw is as it was, and the retry after the lock is released is exact."""
-    from include.dev.slack_receiver import SlackReceiver
+    from dev.slack_receiver import SlackReceiver
     from include.orchestration.alerts import AlertKind, PipelineAlert
 
     extract("orders", batch_id="b1")

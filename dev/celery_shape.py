@@ -22,7 +22,8 @@ from pathlib import Path
 DBT_QUEUE = "dbt"
 DEFAULT_QUEUE = "default"
 WORKER_NAME_ENV = "ECOMMERCE_WORKER_NAME"
-PROJECT_FOLDERS = ("dags", "include", "plugins", "dev")  # what the image copies (dev/ only if it exists)
+# what the image copies, plus dev/ for the workers' hostname callable (a container has its own hostname)
+PROJECT_FOLDERS = ("dags", "include", "plugins", "dev")
 MANIFEST_FILES = ("manifest.json", "manifest.fingerprint")  # target/ in the image holds the built manifest only
 SKIPPED = {"__pycache__", "target", "logs", "dbt_packages", ".pytest_cache"}  # build output, not the image
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port
+from dev.embedded_postgres import EmbeddedPostgres, find_free_port
 from include.orchestration.manifest import DBT_PROJECT_DIR, PARSE_PROFILE, REPO_ROOT, dbt_executable, project_names
 
 

@@ -1,6 +1,6 @@
 """The Stripe charges of the synthetic shop, in one SQLite file.
 
-The generator (``include.dev.shopgen``) writes it and the Stripe stub (``include.dev.stripe_stub``)
+The generator (``dev.shopgen``) writes it and the Stripe stub (``dev.stripe_stub``)
 serves it. SQLite because both are separate processes, the stub must see the generator's later
 changes (late refunds) without a restart, and an index on ``(created, id)`` gives Stripe's
 newest-first paging for free.

@@ -15,8 +15,8 @@ import fakesnow
 import psycopg
 import pytest
 
-from include.dev.airflow_settings import ConnectionSpec
-from include.dev.embedded_postgres import EmbeddedPostgres
+from dev.airflow_settings import ConnectionSpec
+from dev.embedded_postgres import EmbeddedPostgres
 from include.ingestion.pipeline import extract
 from include.ingestion.state import STATE_TABLE
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook

@@ -4,7 +4,7 @@ It answers like Slack (``200 ok`` for a known token, ``403 invalid_token`` other
 every message, so alerts can be read locally (``GET /messages``) and asserted in drills. Messages
 are also appended to a JSON-lines file when one is given, so they survive a restart.
 
-Run: ``python -m include.dev.slack_receiver --port 3030 --token T0/B0/x --log .local/slack.jsonl``
+Run: ``python -m dev.slack_receiver --port 3030 --token T0/B0/x --log .local/slack.jsonl``
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from include.dev.shopgen.scales import (
+from dev.shopgen.scales import (
     CATEGORIES,
     CHANNEL_WEIGHTS,
     CHANNELS,

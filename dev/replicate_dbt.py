@@ -10,7 +10,7 @@ each model, its ``ref()`` calls pointing at the other models of copy k (``source
 every copy reads the same raw tables), and ``<yml stem>_r<k>.yml`` with the model properties
 (tests, contracts, columns) of copy k. Unit tests and singular tests stay with copy 1 only.
 
-    python -m include.dev.replicate_dbt --factor 4 --target /tmp/replica
+    python -m dev.replicate_dbt --factor 4 --target /tmp/replica
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Seeds the synthetic shop once: the one place that decides whether data must be generated.
 
-Used by the embedded stack (``include.dev.stack``) and by the ``shop-seed`` service of
+Used by the embedded stack (``dev.stack``) and by the ``shop-seed`` service of
 ``docker-compose.override.yml``. A source that already holds the shop is left alone, so
 restarts never regenerate or duplicate data.
 
-Run: ``python -m include.dev.seed --source-dsn URI --charges-db PATH --landing-dir DIR``
+Run: ``python -m dev.seed --source-dsn URI --charges-db PATH --landing-dir DIR``
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def ensure_shop_data(source_dsn: str, charges_db: Path, landing_dir: Path, scale
     """Generate the shop unless it is there already; True when data was generated."""
     if shop_is_seeded(source_dsn, charges_db):
         return False
-    from include.dev import shopgen
+    from dev import shopgen
 
     landing_dir.mkdir(parents=True, exist_ok=True)
     charges_db.parent.mkdir(parents=True, exist_ok=True)

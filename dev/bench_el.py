@@ -1,6 +1,6 @@
 """Extract-load benchmark: ``include.ingestion`` against the alternatives, on the same machine and data.
 
-``python -m include.dev.bench_el --scales medium large`` (``make bench-el``). For each scale it starts
+``python -m dev.bench_el --scales medium large`` (``make bench-el``). For each scale it starts
 a throwaway embedded PostgreSQL, generates the synthetic shop into a source database and moves the
 four OLTP tables into fresh warehouse databases with:
 
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import psycopg
 
-from include.dev import shopgen
-from include.dev.airflow_settings import ConnectionSpec
-from include.dev.embedded_postgres import EmbeddedPostgres, find_free_port, postgres_bin_dir
+from dev import shopgen
+from dev.airflow_settings import ConnectionSpec
+from dev.embedded_postgres import EmbeddedPostgres, find_free_port, postgres_bin_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("customers", "products", "orders", "order_items")
 BENCH_VENV = REPO_ROOT / ".local" / "bench-venv"
 RESULTS = REPO_ROOT / "bench-results"
@@ -235,7 +235,7 @@ class Bench:
             self.server.ensure_database(f"wh_{method}", owner="warehouse")
 
     def generate(self) -> tuple[str, float]:
-        """The shop from ``include.dev.shopgen`` at the benchmark's scale."""
+        """The shop from ``dev.shopgen`` at the benchmark's scale."""
         started = time.perf_counter()
         shopgen.generate(
             scale=self.scale,
@@ -244,7 +244,7 @@ class Bench:
             charges_db=self.root / "charges.sqlite",
             landing_dir=self.root / "landing",
         )
-        return "include.dev.shopgen", time.perf_counter() - started
+        return "dev.shopgen", time.perf_counter() - started
 
     def apply_one_day_of_changes(self) -> None:
         shopgen.apply_changes(1, source_dsn=self.dsn("source", "shop"), charges_db=self.root / "charges.sqlite")
@@ -270,7 +270,7 @@ class Bench:
 
     def ours(self, table: str, full: bool, trial: int = 1) -> Result:
         out = self._child(
-            [sys.executable, "-m", "include.dev.bench_el", "worker-ours", table] + ([] if full else ["--incremental"]),
+            [sys.executable, "-m", "dev.bench_el", "worker-ours", table] + ([] if full else ["--incremental"]),
             self.env("wh_ours"),
         )
         method = "ours" if full else "ours incremental"
@@ -281,7 +281,7 @@ class Bench:
     def connections(self, table: str, trial: int = 1) -> Result:
         """An incremental load's floor: its two connections opened and closed, nothing else."""
         out = self._child(
-            [sys.executable, "-m", "include.dev.bench_el", "worker-ours", table, "--connections-only"],
+            [sys.executable, "-m", "dev.bench_el", "worker-ours", table, "--connections-only"],
             self.env("wh_ours"),
         )
         return Result(self.scale, CONNECTIONS, table, 0, out["seconds"], out["peak_rss_mib"], trial=trial)
@@ -304,9 +304,7 @@ class Bench:
         warehouse = url.format("warehouse", ROLES["warehouse"], self.server.host, self.server.port, "wh_pandas")
         with psycopg.connect(self.dsn("wh_pandas", "warehouse")) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS naive")
-        out = self._child(
-            [sys.executable, "-m", "include.dev.bench_el", "worker-pandas", table, source, warehouse], os.environ
-        )
+        out = self._child([sys.executable, "-m", "dev.bench_el", "worker-pandas", table, source, warehouse], os.environ)
         return Result(self.scale, "pandas", table, out["rows"], out["seconds"], out["peak_rss_mib"], trial=trial)
 
     def dlt(self, table: str) -> Result:

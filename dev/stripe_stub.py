@@ -9,7 +9,7 @@ served metadata — set at start or at runtime through ``POST /_stub/faults``. `
 lists the ``charge.refunded``/``charge.updated`` events the store recorded for each change. The official ``stripe``
 library works against it (``stripe.api_base = <url>``).
 
-Run: ``python -m include.dev.stripe_stub --port 12111 --charges-db charges.sqlite --api-key sk_test_x``
+Run: ``python -m dev.stripe_stub --port 12111 --charges-db charges.sqlite --api-key sk_test_x``
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from include.dev.charge_store import CREATED_OPERATORS, ChargeQuery, ChargeStore, UnknownCharge
+from dev.charge_store import CREATED_OPERATORS, ChargeQuery, ChargeStore, UnknownCharge
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 10

@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_plus
 import psycopg
 import pytest
 
-from include.dev.airflow_client import (
+from dev.airflow_client import (
     api,
     clear_tasks,
     task_instances,
@@ -26,8 +26,8 @@ from include.dev.airflow_client import (
     wait_for_dag,
     wait_for_run,
 )
-from include.dev.embedded_postgres import find_free_port
-from include.dev.stack import LocalStack, StackLayout
+from dev.embedded_postgres import find_free_port
+from dev.stack import LocalStack, StackLayout
 from include.orchestration.transform import MARTS, node_kind
 from tests.dbt.conftest import fast_policies_file
 from tests.dbt.contract_oracle import comparable_marts, expected_marts, read_marts_snowflake, read_raw_postgres
@@ -245,8 +245,8 @@ def stripe_faults_and_slack_down(stack: LocalStack) -> Iterator[None]:
 def test_incremental_run_through_stripe_faults_and_without_slack_is_exact(
     stack: LocalStack, stripe_faults_and_slack_down: None
 ) -> None:
-    from include.dev import shopgen
-    from include.dev.charge_store import ChargeStore
+    from dev import shopgen
+    from dev.charge_store import ChargeStore
 
     summary = shopgen.apply_changes(1, stack.source_dsn(), stack.layout.charges_db, stack.layout.marketing_landing_dir)
     assert summary.late_refunds and summary.status_changes
@@ -439,7 +439,7 @@ def secret_forms(stack: LocalStack) -> dict[str, str]:
 def places_secrets_could_leak_to(stack: LocalStack) -> dict[str, str]:
     """Where earlier drills' runs wrote text: task logs, Slack payloads, XComs, rendered task fields
     in the metadata database, and dbt's target/ and logs/ (place → its text)."""
-    from include.dev.stack import AIRFLOW_METADATA_DB
+    from dev.stack import AIRFLOW_METADATA_DB
     from include.orchestration.manifest import DBT_PROJECT_DIR
 
     files = [*Path(stack.layout.logs_dir).rglob("*.log")]

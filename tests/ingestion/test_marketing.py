@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from include.dev.airflow_settings import ConnectionSpec
-from include.dev.embedded_postgres import EmbeddedPostgres
+from dev.airflow_settings import ConnectionSpec
+from dev.embedded_postgres import EmbeddedPostgres
 from include.ingestion.pipeline import extract
 from include.ingestion.sources.marketing_csv import UnreadableFile
 

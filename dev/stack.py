@@ -1,6 +1,6 @@
 """The embedded local stack: everything `astro dev start` gives, without Docker.
 
-``python -m include.dev.stack up [--airflow] [--trigger]`` starts, idempotently:
+``python -m dev.stack up [--airflow] [--trigger]`` starts, idempotently:
   - PostgreSQL 16 (pgserver's binaries) on 127.0.0.1 with the databases of the Connections
     (``ecommerce`` source, ``warehouse``) and Airflow's metadata database ``airflow``;
   - synthetic shop data (first start only, seeded) and the Stripe stub serving its charges;
@@ -22,14 +22,14 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from include.dev.airflow_settings import AirflowSettings, Endpoint, load_settings, localize
-from include.dev.celery_shape import DBT_QUEUE, DEFAULT_WORKERS, WORKER_NAME_ENV, WorkerSpec, build_image, copy_project
-from include.dev.embedded_postgres import EmbeddedPostgres, PortInUseError, find_free_port, port_is_free
-from include.dev.processes import ManagedProcess, wait_for_http
-from include.dev.seed import ensure_shop_data
+from dev.airflow_settings import AirflowSettings, Endpoint, load_settings, localize
+from dev.celery_shape import DBT_QUEUE, DEFAULT_WORKERS, WORKER_NAME_ENV, WorkerSpec, build_image, copy_project
+from dev.embedded_postgres import EmbeddedPostgres, PortInUseError, find_free_port, port_is_free
+from dev.processes import ManagedProcess, wait_for_http
+from dev.seed import ensure_shop_data
 from include.orchestration.docs import DOCS_CONN_ID, DOCS_URL_VARIABLE, docs_projects_setting
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
 CONTAINER_LANDING = "/usr/local/airflow/landing"
 AIRFLOW_METADATA_DB = "airflow"
@@ -140,7 +140,7 @@ class LocalStack:
         executor: str = "local",
         workers: tuple[WorkerSpec, ...] = DEFAULT_WORKERS,
     ) -> None:
-        """``executor="celery"``: the deployment's shape (include/dev/celery_shape.py); else LocalExecutor."""
+        """``executor="celery"``: the deployment's shape (dev/celery_shape.py); else LocalExecutor."""
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
         self.layout = layout
@@ -212,7 +212,7 @@ class LocalStack:
             "AIRFLOW_HOME": str(self.worker_dir(worker) / "airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(project / "plugins"),
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "include.dev.celery_shape.worker_hostname",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "dev.celery_shape.worker_hostname",
             WORKER_NAME_ENV: worker.name,
             "PYTHONPATH": str(project),
         }
@@ -227,7 +227,7 @@ class LocalStack:
             "stripe-stub",
             sys.executable,
             "-m",
-            "include.dev.stripe_stub",
+            "dev.stripe_stub",
             "--port",
             str(self.ports.stripe),
             "--charges-db",
@@ -243,7 +243,7 @@ class LocalStack:
             "slack-receiver",
             sys.executable,
             "-m",
-            "include.dev.slack_receiver",
+            "dev.slack_receiver",
             "--port",
             str(self.ports.slack),
             "--token",
@@ -406,7 +406,7 @@ class LocalStack:
         env = {**os.environ, **self.airflow_env()}
         run_checked([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env, "airflow db migrate")
         run_checked(
-            [sys.executable, "-m", "include.dev.airflow_objects", json.dumps(_settings_payload(self.settings))],
+            [sys.executable, "-m", "dev.airflow_objects", json.dumps(_settings_payload(self.settings))],
             env,
             "importing connections, variables and pools",
         )
@@ -499,7 +499,7 @@ def default_stack(airflow_port: int = 8080, executor: str | None = None) -> Loca
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.dev.stack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dev.stack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the stack (idempotent)")
     up.add_argument("--scale", choices=("small", "medium", "large"), default="small")
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("EXECUTOR") or "local",
         help="celery: a Redis broker and workers with their own project copies, as deployed",
     )
-    changes = commands.add_parser("changes", help="play days of business on the shop (include.dev.shopgen)")
+    changes = commands.add_parser("changes", help="play days of business on the shop (dev.shopgen)")
     changes.add_argument("--days", type=int, default=1)
     changes.add_argument("--seed", type=int, default=7)
     commands.add_parser("down", help="stop everything, keep the data")
@@ -527,13 +527,13 @@ def main(argv: list[str] | None = None) -> int:
             stack.up(args.scale, args.seed, with_airflow=args.airflow or args.trigger)
             print(f"Local stack up in {time.monotonic() - started:.1f}s")
             if args.trigger:
-                from include.dev.airflow_client import run_dag_and_wait
+                from dev.airflow_client import run_dag_and_wait
 
                 run_dag_and_wait(f"http://127.0.0.1:{stack.ports.airflow}", PIPELINE_DAG_ID)
             if args.airflow or args.trigger:
                 print(f"Airflow UI: http://localhost:{stack.ports.airflow}   (CLI: source .local/env.sh)")
         elif args.command == "changes":
-            from include.dev import shopgen
+            from dev import shopgen
 
             summary = shopgen.apply_changes(
                 args.days,

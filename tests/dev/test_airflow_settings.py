@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from include.dev.airflow_settings import Endpoint, SettingsError, load_settings, localize
+from dev.airflow_settings import Endpoint, SettingsError, load_settings, localize
 from tests.conftest import REPO_ROOT
 
 CONTRACT_CONNECTIONS = {

@@ -1,6 +1,6 @@
 """DAG parse cost: importing the pipeline DAG file into a DagBag vs an empty DAG file.
 
-``python -m include.dev.bench_parse [--repeat 5]``. Each measurement runs in a fresh process (the
+``python -m dev.bench_parse [--repeat 5]``. Each measurement runs in a fresh process (the
 DAG processor parses a file in a fresh process too), after a warm-up that pays for Airflow's own
 imports, so the figure is what the file adds. Not a test.
 """
@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 EMPTY_DAG = """
 import pendulum
 from airflow.sdk import dag, task

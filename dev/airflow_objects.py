@@ -1,8 +1,8 @@
 """Upserts Connections, Variables and Pools into Airflow's metadata database.
 
-Run by the local stack as ``python -m include.dev.airflow_objects '<json>'`` inside the Airflow
+Run by the local stack as ``python -m dev.airflow_objects '<json>'`` inside the Airflow
 environment (one process instead of three slow ``airflow ... import`` CLI calls). The JSON is
-the localized content of ``airflow_settings.yaml`` (see ``include.dev.stack``).
+the localized content of ``airflow_settings.yaml`` (see ``dev.stack``).
 """
 
 from __future__ import annotations

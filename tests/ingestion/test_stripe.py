@@ -18,11 +18,11 @@ import fakesnow
 import psycopg
 import pytest
 
-from include.dev.airflow_settings import ConnectionSpec
-from include.dev.charge_store import ChargeStore
-from include.dev.embedded_postgres import EmbeddedPostgres
-from include.dev.shopgen.rows import refund
-from include.dev.stripe_stub import Faults, StripeStub
+from dev.airflow_settings import ConnectionSpec
+from dev.charge_store import ChargeStore
+from dev.embedded_postgres import EmbeddedPostgres
+from dev.shopgen.rows import refund
+from dev.stripe_stub import Faults, StripeStub
 from include.ingestion.pipeline import extract
 from include.ingestion.sources.stripe import StripeApiError, StripeAuthError
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook

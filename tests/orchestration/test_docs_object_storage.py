@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from include.dev.embedded_postgres import find_free_port
+from dev.embedded_postgres import find_free_port
 from include.orchestration.docs import DOCS_CONN_ID, DOCS_SLUG, docs_projects_setting, publish_docs
 from include.orchestration.manifest import DBT_PROJECT_DIR
 

@@ -1,5 +1,5 @@
 """The pipeline as deployed: CeleryExecutor, a Redis broker and two workers that share no project
-folder (include/dev/celery_shape.py), so whatever one task left on its local disk is invisible to
+folder (dev/celery_shape.py), so whatever one task left on its local disk is invisible to
 the next task and to the API server, as between a deployment's containers. The dbt docs go
 through S3 as on a deployment: moto's S3 API server, an `aws` Connection with an ``endpoint_url``.
 
@@ -17,11 +17,11 @@ from datetime import datetime
 
 import pytest
 
-from include.dev.airflow_client import api, clear_tasks, task_instances, trigger, wait_for_dag, wait_for_run
-from include.dev.airflow_settings import AirflowSettings, ConnectionSpec
-from include.dev.celery_shape import DBT_QUEUE, DEFAULT_QUEUE, WorkerSpec
-from include.dev.embedded_postgres import find_free_port
-from include.dev.stack import LocalStack, StackLayout
+from dev.airflow_client import api, clear_tasks, task_instances, trigger, wait_for_dag, wait_for_run
+from dev.airflow_settings import AirflowSettings, ConnectionSpec
+from dev.celery_shape import DBT_QUEUE, DEFAULT_QUEUE, WorkerSpec
+from dev.embedded_postgres import find_free_port
+from dev.stack import LocalStack, StackLayout
 from include.orchestration.docs import DOCS_CONN_ID, DOCS_URL_VARIABLE
 from tests.dbt.contract_oracle import expected_marts, read_raw_postgres
 from tests.dbt.contract_oracle import read_marts_postgres as marts

@@ -6,7 +6,7 @@ charge store the Stripe stub serves, and the landing folder, deterministically f
 ``updated_at``, late refunds, a new spend file and a corrected re-delivery — so incremental loads
 have something real to pick up.
 
-Run: ``python -m include.dev.shopgen generate --scale small --source-dsn URI --charges-db PATH --landing-dir DIR``
+Run: ``python -m dev.shopgen generate --scale small --source-dsn URI --charges-db PATH --landing-dir DIR``
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import psycopg
 
-from include.dev.charge_store import ChargeStore
-from include.dev.shopgen import marketing
-from include.dev.shopgen.rows import RowFactory, cents, refund
-from include.dev.shopgen.scales import HISTORY_END, SCALES, UTC, Scale, scale_named
-from include.dev.shopgen.source_db import copy_rows, create_schema
+from dev.charge_store import ChargeStore
+from dev.shopgen import marketing
+from dev.shopgen.rows import RowFactory, cents, refund
+from dev.shopgen.scales import HISTORY_END, SCALES, UTC, Scale, scale_named
+from dev.shopgen.source_db import copy_rows, create_schema
 
 __all__ = ["SCALES", "ChangeSummary", "apply_changes", "generate"]
 
