@@ -30,7 +30,8 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO_ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-from dev.embedded_postgres import EmbeddedPostgres, find_free_port  # noqa: E402 (after the env above)
+from dev.airflow_settings import ConnectionSpec  # noqa: E402 (after the env above)
+from dev.embedded_postgres import EmbeddedPostgres, find_free_port  # noqa: E402
 
 _database_numbers = itertools.count(1)
 
@@ -61,6 +62,31 @@ def new_database(postgres_server: EmbeddedPostgres) -> Callable[[str], str]:
         name = f"{prefix}_{next(_database_numbers)}"
         postgres_server.ensure_database(name)
         return postgres_server.dsn(name)
+
+    return create
+
+
+@pytest.fixture
+def warehouse_postgres(postgres_server: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], str]:
+    """Factory: ``warehouse_postgres("prefix", password)`` creates a database owned by a
+    ``warehouse`` login, sets it as the ``warehouse_postgres`` Connection the Airflow way
+    (``AIRFLOW_CONN_*``) and returns its libpq URI."""
+
+    def create(prefix: str, password: str) -> str:
+        database = f"{prefix}_{next(_database_numbers)}"
+        postgres_server.ensure_role("warehouse", password)
+        postgres_server.ensure_database(database, owner="warehouse")
+        spec = ConnectionSpec(
+            "warehouse_postgres",
+            "postgres",
+            postgres_server.host,
+            postgres_server.port,
+            database,
+            "warehouse",
+            password,
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_POSTGRES", spec.to_env_value())
+        return postgres_server.dsn(database, "warehouse", password)
 
     return create
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from dev.airflow_settings import ConnectionSpec
 from dev.charge_store import ChargeStore
-from dev.embedded_postgres import EmbeddedPostgres
 from dev.stripe_stub import StripeStub
 from include.ingestion.pipeline import extract
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
@@ -49,28 +47,18 @@ def charge(charge_id: str, currency: str, amount: int, refunded: int, created: i
 
 
 @pytest.fixture
-def env(postgres_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def env(
+    warehouse_postgres: Callable[[str, str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """The stub serving the four charges and a Postgres warehouse of its own; yields its DSN."""
     store = ChargeStore(tmp_path / "charges.sqlite")
     store.insert(charge(*spec[:4], 1_790_000_000 + n) for n, spec in enumerate(CHARGES))
     stub = StripeStub(store.path, STRIPE_KEY)
     url = stub.serve_in_thread()
-    database = f"currencies_{uuid.uuid4().hex[:8]}"
-    postgres_server.ensure_role("warehouse", PASSWORDS["warehouse"])
-    postgres_server.ensure_database(database, owner="warehouse")
-    spec = ConnectionSpec(
-        "warehouse_postgres",
-        "postgres",
-        postgres_server.host,
-        postgres_server.port,
-        database,
-        "warehouse",
-        PASSWORDS["warehouse"],
-    )
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_POSTGRES", spec.to_env_value())
+    warehouse_dsn = warehouse_postgres("currencies", PASSWORDS["warehouse"])
     stripe_api = {"conn_type": "http", "host": url, "password": STRIPE_KEY}
     monkeypatch.setenv("AIRFLOW_CONN_STRIPE_API", json.dumps(stripe_api))
-    yield postgres_server.dsn(database, "warehouse", PASSWORDS["warehouse"])
+    yield warehouse_dsn
     stub.shutdown()
 
 

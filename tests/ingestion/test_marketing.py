@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from dev.airflow_settings import ConnectionSpec
-from dev.embedded_postgres import EmbeddedPostgres
 from include.ingestion.pipeline import extract
 from include.ingestion.sources.marketing_csv import UnreadableFile
 
@@ -24,21 +22,8 @@ DAY2 = HEADER + "2025-03-02,email,e1,Newsletter,11.00,1100,55\n2025-03-02,affili
 
 
 @pytest.fixture
-def warehouse_dsn(postgres_server: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch) -> str:
-    database = f"ing_mkt_{uuid.uuid4().hex[:8]}"
-    postgres_server.ensure_role("warehouse", "wh-Pa55word-8e2b7a")
-    postgres_server.ensure_database(database, owner="warehouse")
-    spec = ConnectionSpec(
-        "warehouse_postgres",
-        "postgres",
-        postgres_server.host,
-        postgres_server.port,
-        database,
-        "warehouse",
-        "wh-Pa55word-8e2b7a",
-    )
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_POSTGRES", spec.to_env_value())
-    return postgres_server.dsn(database, "warehouse", "wh-Pa55word-8e2b7a")
+def warehouse_dsn(warehouse_postgres: Callable[[str, str], str]) -> str:
+    return warehouse_postgres("ing_mkt", "wh-Pa55word-8e2b7a")
 
 
 @pytest.fixture

@@ -226,7 +226,7 @@ def _marketing_tables(warehouse: str, dsn: str) -> dict[str, list[tuple]]:
     return {table: postgres_raw(dsn, table, key) for table, key in keys.items()}
 
 
-@pytest.mark.slow  # starts the fakesnow server (~5 s)
+@pytest.mark.slow  # starts the fakesnow server
 def test_a_landing_file_name_that_breaks_a_snowflake_literal_changes_nothing_else(
     postgres_side: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fakesnow_server: int
 ) -> None:
@@ -273,7 +273,7 @@ sources:
 """
 
 
-@pytest.mark.slow  # starts the fakesnow server (~5 s)
+@pytest.mark.slow  # starts the fakesnow server
 def test_columns_named_like_reserved_words_load_on_both_warehouses(
     postgres_side: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fakesnow_server: int
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +18,7 @@ import fakesnow
 import psycopg
 import pytest
 
-from dev.airflow_settings import ConnectionSpec
 from dev.charge_store import ChargeStore
-from dev.embedded_postgres import EmbeddedPostgres
 from dev.shopgen.rows import refund
 from dev.stripe_stub import Faults, StripeStub
 from include.ingestion.pipeline import extract
@@ -58,29 +56,19 @@ def charge(number: int, created: int, amount_refunded: int = 0) -> dict:
 
 
 @pytest.fixture
-def setup(postgres_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+def setup(
+    warehouse_postgres: Callable[[str, str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Setup]:
     store = ChargeStore(tmp_path / "charges.sqlite")
     # 450 charges over 90 days up to NOW: some well outside the 30-day re-read window
     store.insert(charge(n, NOW - (450 - n) * 17_280) for n in range(450))
     stub = StripeStub(store.path, STRIPE_KEY, seed=1)
     url = stub.serve_in_thread()
-    database = f"ing_stripe_{uuid.uuid4().hex[:8]}"
-    postgres_server.ensure_role("warehouse", WAREHOUSE_PASSWORD)
-    postgres_server.ensure_database(database, owner="warehouse")
-    warehouse = ConnectionSpec(
-        "warehouse_postgres",
-        "postgres",
-        postgres_server.host,
-        postgres_server.port,
-        database,
-        "warehouse",
-        WAREHOUSE_PASSWORD,
-    )
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_POSTGRES", warehouse.to_env_value())
+    warehouse_dsn = warehouse_postgres("ing_stripe", WAREHOUSE_PASSWORD)
     monkeypatch.setenv(
         "AIRFLOW_CONN_STRIPE_API", json.dumps({"conn_type": "http", "host": url, "password": STRIPE_KEY})
     )
-    yield Setup(stub, store, postgres_server.dsn(database, "warehouse", WAREHOUSE_PASSWORD))
+    yield Setup(stub, store, warehouse_dsn)
     stub.shutdown()
 
 
