@@ -9,8 +9,10 @@ In one go, on a fresh local stack at the chosen scale (``small`` | ``medium`` | 
    the project (the work of the full and of the incremental dbt stage), and the ``psql COPY``
    pipe for the four OLTP tables the extraction loads;
 4. DAG parse time of the pipeline DAG file vs an empty DAG file (after the stack stopped);
-5. peak memory (VmHWM) of the scheduler and of the largest task process, sampled from /proc, and
-   the peak number of task processes alive at once during each run's dbt stage;
+5. peak memory (VmHWM) of the scheduler and of the largest task process, sampled from /proc, the
+   peak number of task processes alive at once during each run's dbt stage, and the CPU seconds
+   each component used during that stage (scheduler, task processes with their dbt, triggerer,
+   DAG processor, API server, PostgreSQL);
 6. the whole pipeline against its floor measured in the same session: the COPY pipe, a plain
    ``dbt build`` and a plain ``dbt docs generate``;
 7. a retry from the grid: ``transform.<model>.run`` cleared with its downstream (as *Clear* does)
@@ -75,6 +77,8 @@ class RunTiming:
     # most task processes (Airflow supervisors) alive at once while the dbt stage ran
     peak_task_processes: int = 0
     run_id: str = ""
+    # CPU seconds per component during the dbt stage (see StackSampler.cpu_seconds)
+    dbt_cpu_s: dict[str, float] = field(default_factory=dict)
     # the dbt stage's first task start and last task end (for the process count; not in the JSON)
     dbt_window: tuple[datetime, datetime] | None = field(default=None, repr=False, compare=False)
 
@@ -122,16 +126,22 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-class PeakMemory(threading.Thread):
-    """Samples VmHWM (peak RSS) of the scheduler and every process under it (executor workers,
-    task processes, their dbt subprocesses) until stopped. VmHWM only grows, so a sample late in
-    a process's life has its peak; a process shorter than the interval may be missed."""
+class StackSampler(threading.Thread):
+    """Samples the local stack until stopped: VmHWM (peak RSS) of the scheduler and every process
+    under it (executor workers, task processes, their dbt subprocesses), the number of task
+    processes alive, and the CPU time each component has used so far. VmHWM only grows, so a
+    sample late in a process's life has its peak; a process shorter than the interval may be missed.
 
-    def __init__(self, scheduler_pid: int, interval_s: float = 0.2) -> None:
+    :param components: name → root pid of the other components whose CPU is counted (triggerer,
+        DAG processor, API server, PostgreSQL's postmaster).
+    """
+
+    def __init__(self, scheduler_pid: int, components: dict[str, int], interval_s: float = 0.2) -> None:
         super().__init__(daemon=True)
-        self.scheduler_pid, self.interval_s = scheduler_pid, interval_s
+        self.scheduler_pid, self.components, self.interval_s = scheduler_pid, components, interval_s
         self.peaks: dict[int, tuple[float, str]] = {}
         self.task_processes: list[tuple[datetime, int]] = []  # (when, task processes alive)
+        self.cpu: list[tuple[datetime, dict[str, float]]] = []  # (when, CPU seconds so far per component)
         self._stopped = threading.Event()
 
     def run(self) -> None:
@@ -140,7 +150,7 @@ class PeakMemory(threading.Thread):
                 return
 
     def sample(self) -> bool:
-        """One look at the scheduler's process tree; False once the scheduler is gone."""
+        """One look at the stack; False once the scheduler is gone."""
         try:
             scheduler = psutil.Process(self.scheduler_pid)
             processes = [scheduler, *scheduler.children(recursive=True)]
@@ -153,9 +163,43 @@ class PeakMemory(threading.Thread):
             peak = peak_rss_mib(process.pid)
             if peak is not None and peak > self.peaks.get(process.pid, (0.0, ""))[0]:
                 self.peaks[process.pid] = (peak, title)
+        now = datetime.now().astimezone()
         running = {match[1] for title in titles if (match := _TASK_PROCESS.match(title))}
-        self.task_processes.append((datetime.now().astimezone(), len(running)))
+        self.task_processes.append((now, len(running)))
+        self.cpu.append((now, self._cpu_so_far(processes, titles)))
         return True
+
+    def _cpu_so_far(self, scheduler_tree: list[psutil.Process], titles: list[str]) -> dict[str, float]:
+        """CPU seconds used so far per component. A process's ended children count in its own
+        ``children_*`` times once reaped, so a tree's total only grows. The scheduler's share is its
+        own process and its LocalExecutor workers'; what runs under the workers is the tasks'."""
+        executor = sum(
+            _own_cpu(process)
+            for process, title in zip(scheduler_tree, titles, strict=True)
+            if process.pid == self.scheduler_pid or "LocalExecutor" in title
+        )
+        so_far = {"scheduler": executor, "tasks (incl. dbt)": _tree_cpu(scheduler_tree) - executor}
+        for name, pid in self.components.items():
+            try:
+                root = psutil.Process(pid)
+                so_far[name] = _tree_cpu([root, *root.children(recursive=True)])
+            except psutil.NoSuchProcess:
+                so_far[name] = 0.0
+        return so_far
+
+    def cpu_seconds(self, window: tuple[datetime, datetime] | None) -> dict[str, float]:
+        """CPU seconds each component used in the window (the dbt stage), and the window's
+        capacity (its wall time × this machine's cores), from the samples either side of it."""
+        if window is None:
+            return {}
+        before = [cpu for when, cpu in self.cpu if when <= window[0]]
+        within = [cpu for when, cpu in self.cpu if when <= window[1]]
+        if not before or not within:
+            return {}
+        start, end = before[-1], within[-1]
+        used = {name: round(end[name] - start.get(name, 0.0), 1) for name in end}
+        used["capacity (wall × cores)"] = round((window[1] - window[0]).total_seconds() * (os.cpu_count() or 1), 1)
+        return used
 
     def peak_task_processes(self, window: tuple[datetime, datetime] | None) -> int:
         if window is None:
@@ -180,6 +224,25 @@ class PeakMemory(threading.Thread):
             "largest_task_peak_mib": round(largest[0]),
             "largest_task": largest[1],
         }
+
+
+def _own_cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+def _tree_cpu(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 # A process that runs a task names its task instance id: the task runner (``airflow worker -- <id>``)
@@ -241,7 +304,7 @@ class PipelineBench:
         )
         self.base_url = f"http://127.0.0.1:{self.stack.ports.airflow}"
         self.report = BenchReport(scale)
-        self.sampler: PeakMemory | None = None
+        self.sampler: StackSampler | None = None
         self.task_ids: dict[str, str] = {}  # task instance id → task id, to name the largest task
 
     def _dags_folder(self) -> Path:
@@ -258,7 +321,7 @@ class PipelineBench:
         started = time.perf_counter()
         self.stack.up(self.scale, with_airflow=True)
         self.report.shop_generated_s = round(time.perf_counter() - started, 1)
-        memory = self.sampler = PeakMemory(self._scheduler_pid())
+        memory = self.sampler = StackSampler(self._scheduler_pid(), self._component_pids())
         memory.start()
         try:
             wait_for_dag(self.base_url, DAG_ID)
@@ -302,6 +365,17 @@ class PipelineBench:
         assert pid is not None, "the scheduler is not running"
         return pid
 
+    def _component_pids(self) -> dict[str, int]:
+        """The components besides the scheduler whose CPU the sampler counts."""
+        names = {
+            "airflow-triggerer": "triggerer",
+            "airflow-dag-processor": "DAG processor",
+            "airflow-api-server": "API server",
+        }
+        pids = {names[p.name]: p.pid() for p in self.stack.airflow_components() if p.name in names}
+        postmaster = self.stack.postgres.pid()
+        return {name: pid for name, pid in {**pids, "PostgreSQL": postmaster}.items() if pid is not None}
+
     def _pipeline_run(self, label: str, dag_id: str = DAG_ID, conf: dict | None = None) -> RunTiming:
         say(f"{label}: triggering {dag_id} ...")
         run_id = trigger(self.base_url, dag_id, conf)
@@ -314,10 +388,11 @@ class PipelineBench:
         timing.run_id = run_id
         if self.sampler is not None:
             timing.peak_task_processes = self.sampler.peak_task_processes(timing.dbt_window)
+            timing.dbt_cpu_s = self.sampler.cpu_seconds(timing.dbt_window)
         self.task_ids.update({ti["id"]: ti["task_id"] for ti in instances})
         say(
             f"{label}: {timing.total_s:.1f}s {timing.stages}, peak task processes in the dbt stage "
-            f"{timing.peak_task_processes}"
+            f"{timing.peak_task_processes}, CPU seconds in it {timing.dbt_cpu_s}"
         )
         return timing
 
@@ -388,6 +463,7 @@ class PipelineBench:
             "dbt_stage_s": timing.total_s,
             "dbt_build_s": round(build_s, 1),
             "peak_task_processes": timing.peak_task_processes,
+            "dbt_cpu_s": timing.dbt_cpu_s,
         }
 
 
@@ -463,7 +539,10 @@ def table(report: BenchReport) -> str:
         f"peak memory: scheduler {report.memory['scheduler_peak_mib']} MiB, largest task "
         f"{report.memory['largest_task_peak_mib']} MiB ({report.memory['largest_task']})"
     ]
+    lines += ["", "CPU seconds used during the dbt stage, per component:"]
+    lines += _cpu_lines([(run.label, run.dbt_cpu_s) for run in report.runs])
     if report.curve:
+        lines += _cpu_lines([(f"x{point['factor']}", point["dbt_cpu_s"]) for point in report.curve])
         lines += [
             "",
             f"{'models':>7} {'tasks':>6} {'dbt stage':>10} {'dbt build':>10} {'ratio':>6} {'parse adds':>11}"
@@ -476,6 +555,14 @@ def table(report: BenchReport) -> str:
                 f" {point['peak_task_processes']:>10}"
             )
     return "\n".join(lines)
+
+
+def _cpu_lines(rows: list[tuple[str, dict[str, float]]]) -> list[str]:
+    names = list(dict.fromkeys(name for _, cpu in rows for name in cpu))
+    lines = [f"  {'run':<12} " + " ".join(f"{name[:16]:>16}" for name in names)]
+    for label, cpu in rows:
+        lines.append(f"  {label:<12} " + " ".join(f"{cpu.get(name, 0.0):>15.1f}s" for name in names))
+    return lines
 
 
 def main() -> None:

@@ -114,6 +114,13 @@ class EmbeddedPostgres:
         )
         return result.returncode == 0
 
+    def pid(self) -> int | None:
+        """The postmaster's pid while the cluster runs (the first line of ``postmaster.pid``)."""
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split()[0]) if self.is_running() else None
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
     # ------------------------------------------------------------------ databases and roles
     def dsn(self, database: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
         """A libpq URI; the superuser's password is filled in unless another is given."""
