@@ -20,9 +20,28 @@ producer reports the node. Only what has to run code goes to a worker, by resumi
   events (``handle_event_submit`` for ``BaseTaskEndEvent`` only sets the state), so it resumes to
   succeed on a worker, which emits them.
 
+**Released at the stage's start, gated by the build.** With triggers, no consumer waits for its
+parents' tasks: :func:`release_at_stage_start` puts an empty task before every consumer (done when
+the stage starts, as the producer is) and gives the consumers ``one_success``, so all of them defer at
+once and each ends as soon as the one build reports its node, not one lineage level (one scheduler
+and two triggerer loops) after its parents. The lineage edges stay, for the graph, for *Clear* with
+downstream and for the run's outcome. What Airflow's edges decided is decided by the trigger instead:
+
+- a node the build did not succeed for whose parent tasks did not all succeed ends **skipped** in the
+  triggerer (dbt skipped it for an upstream failure; Cosmos reports that as a failure), without an
+  alert; only the node that failed alerts;
+- a cleared task waits for its cleared parents to end before it looks for its node's result;
+- the empty task after every consumer (``none_failed``) fails the run, through a leaf, when a node failed.
+
 The trigger's ``run_id`` and ``try_number`` are templates: for a task started from its trigger the
 triggerer builds a runtime task instance and renders the trigger kwargs that are also operator
 ``template_fields`` (``BaseTrigger.task_instance`` setter, ``TriggerRunner.run_trigger``).
+
+All consumers of a run wait in one triggerer process, so their lookups are kept few: the producer's
+state is looked up once per interval for all of them (:data:`_PRODUCER_STATES`), a node's result
+with Cosmos's own XCom lookup but without its log line per lookup, and the dbt version banner that
+Cosmos's trigger waits for (three lookups per interval until dbt has started) is left to the
+producer's log.
 
 Nothing resumes a deferral on the happy path, so the stale-event failures of resumed deferrals
 (apache/airflow#72716, #71580) that made this project poke instead of defer do not apply to it.
@@ -38,12 +57,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, TriggerRule
 from airflow.triggers.base import StartTriggerArgs, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+from asgiref.sync import sync_to_async
 from cosmos import RenderConfig
 from cosmos.airflow.graph import create_task_metadata, create_test_task_metadata
 from cosmos.constants import TESTABLE_DBT_RESOURCES, DbtResourceType, ExecutionMode, TestBehavior
@@ -68,7 +89,17 @@ _TRIGGER_PATH = "include.orchestration.consumers.ConsumerTrigger"
 # the run (``dag_run.start_date``: clearing a finished run restarts it) and for which tasks; see
 # :meth:`ConsumerMixin._build_cleared_set`. The triggerer's ``dag_run`` has no ``clear_number``.
 CLEARED_BUILD_KEY = "cleared_build"
-_WAITING_STATES = (None, "scheduled")  # a cleared task that has not started yet
+# A cleared task that has not run yet: released consumers wait deferred for their cleared parents.
+_WAITING_STATES = (None, "scheduled", "deferred")
+# The empty tasks before and after every consumer (:func:`release_at_stage_start`).
+RELEASE_TASK_ID = "nodes_released"
+NODES_DONE_TASK_ID = "nodes_done"
+_FINAL_STATES = frozenset({"success", "failed", "upstream_failed", "skipped", "removed"})
+_NOT_SUCCEEDED = frozenset({"failed", "upstream_failed", "skipped"})
+# The producer's state per (event loop, DAG, run, producer): when it was looked up, and the lookup.
+# Every consumer of a run polls it; one lookup per interval serves them all.
+_PRODUCER_STATES: dict[tuple[int, str, str, str], tuple[float, asyncio.Future[str | None]]] = {}
+_PRODUCER_STATE_MAX_AGE_S = 1.0
 
 
 class ConsumerTrigger(WatcherTrigger):
@@ -77,6 +108,9 @@ class ConsumerTrigger(WatcherTrigger):
     :param try_number: the task's try; after the first, the task resumes on a worker for Cosmos's
         fallback run once the producer is done.
     :param resume_on_success: resume on a worker after a success too (a task with outlets).
+    :param upstream_task_ids: the task's parents in the lineage (not the release task).
+    :param released: the task was released at the stage's start, not by its parents' tasks; the
+        trigger then decides what the edges would have (see the module docstring).
     """
 
     def __init__(
@@ -86,9 +120,11 @@ class ConsumerTrigger(WatcherTrigger):
         resume_on_success: bool = False,
         upstream_task_ids: Sequence[str] = (),
         run_started: float | str = 0,
+        released: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.released = released
         self.try_number = try_number
         self.resume_on_success = resume_on_success
         self.upstream_task_ids = list(upstream_task_ids)
@@ -102,6 +138,7 @@ class ConsumerTrigger(WatcherTrigger):
             "resume_on_success": self.resume_on_success,
             "upstream_task_ids": self.upstream_task_ids,
             "run_started": self.run_started,
+            "released": self.released,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -111,18 +148,63 @@ class ConsumerTrigger(WatcherTrigger):
         async for event in super().run():
             if event.payload.get("status") != EventStatus.SUCCESS:  # e.g. built since by a retried upstream
                 event = await self._cleared_build_event() or event
+            if event.payload.get("status") == EventStatus.FAILED and await self._a_parent_did_not_succeed():
+                event = TaskSkippedEvent()  # dbt skipped the node for its parent's failure
             yield self._ending(event)
             return
 
+    async def _a_parent_did_not_succeed(self) -> bool:
+        """Once every parent task has ended: did one not succeed? (Always False for a task its
+        parents released: Airflow ran it because they succeeded.)"""
+        if not self.released or not self.upstream_task_ids:
+            return False
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        def states() -> dict[str, str | None]:
+            by_run = RuntimeTaskInstance.get_task_states(
+                dag_id=self.dag_id, task_ids=self.upstream_task_ids, run_ids=[str(self.run_id)]
+            )
+            return {task: (str(state) if state else None) for task, state in by_run.get(str(self.run_id), {}).items()}
+
+        while True:
+            parents = await sync_to_async(states)()
+            if all(parents.get(task) in _FINAL_STATES for task in self.upstream_task_ids):
+                return any(parents[task] in _NOT_SUCCEEDED for task in self.upstream_task_ids)
+            await asyncio.sleep(self.poke_interval)
+
     async def _retry_event(self) -> TriggerEvent:
-        """The result of the cleared build that included this task, else (once the producer is done)
-        "producer skipped", on which Cosmos runs the node alone."""
+        """Once the parents have ended: skipped if one of them did not succeed, else the result of
+        the cleared build that included this task, else (once the producer is done) "producer
+        skipped", on which Cosmos runs the node alone."""
+        if await self._a_parent_did_not_succeed():
+            return TaskSkippedEvent()
         built = await self._cleared_build_event()
         if built is not None:
             return built
         while await self._get_producer_task_status() not in PRODUCER_FINAL_STATES:
             await asyncio.sleep(self.poke_interval)
         return TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
+
+    async def get_xcom_val(self, key: str) -> Any | None:
+        """Cosmos's XCom lookup (Airflow 3) without its log line per lookup."""
+        return await self.get_xcom_val_af3(key)
+
+    async def _log_startup_events(self) -> None:
+        """dbt's version banner is in the producer's log; Cosmos's trigger waits for it first."""
+
+    async def _get_producer_task_status(self) -> str | None:
+        """The producer's state, looked up at most once per :data:`_PRODUCER_STATE_MAX_AGE_S` for
+        all consumers of the run. A state read a moment ago is still safe to act on: the producer
+        publishes a node's result before it ends, and Cosmos reads the node after the state."""
+        key = (id(asyncio.get_running_loop()), self.dag_id, str(self.run_id), self.producer_task_id)
+        now = time.monotonic()
+        cached = _PRODUCER_STATES.get(key)
+        if cached is None or now - cached[0] > min(_PRODUCER_STATE_MAX_AGE_S, float(self.poke_interval)):
+            for stale in [k for k, (when, _) in _PRODUCER_STATES.items() if now - when > 60]:
+                del _PRODUCER_STATES[stale]
+            cached = (now, asyncio.ensure_future(super()._get_producer_task_status()))
+            _PRODUCER_STATES[key] = cached
+        return await asyncio.shield(cached[1])
 
     async def _cleared_build_event(self) -> TriggerEvent | None:
         """Success if an upstream passed down a build of this clear that listed this task and in
@@ -146,6 +228,8 @@ class ConsumerTrigger(WatcherTrigger):
 
     def _ending(self, event: TriggerEvent) -> TriggerEvent:
         """The event that ends the task here, or Cosmos's event to resume it with on a worker."""
+        if isinstance(event, TaskSkippedEvent):
+            return event
         status = event.payload.get("status")
         if status == EventStatus.SUCCESS and not self.resume_on_success and not event.payload.get(CLEARED_BUILD_KEY):
             return TaskSuccessEvent()
@@ -158,10 +242,13 @@ class ConsumerMixin:
     """What the three consumer classes add to Cosmos's sensors; see the module docstring.
 
     :param start_from_trigger: start (and on the happy path end) the task in the triggerer.
+    :param released: the task is released at the stage's start (:func:`release_at_stage_start`),
+        not by its parents' tasks: ``one_success`` over the release task and its parents.
     """
 
     template_fields: tuple[str, ...] = ("run_id", "try_number", "run_started")
     start_from_trigger: bool = False
+    released: bool = False
 
     # Set by Cosmos's sensor classes this mixes into.
     model_unique_id: str
@@ -170,9 +257,12 @@ class ConsumerMixin:
     is_test_sensor: bool
     outlets: list[Any]
 
-    def __init__(self, *, start_from_trigger: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, start_from_trigger: bool = False, released: bool = False, **kwargs: Any) -> None:
+        if released:
+            kwargs["trigger_rule"] = TriggerRule.ONE_SUCCESS  # the release task's success is enough
         super().__init__(**kwargs)
         self.start_from_trigger = start_from_trigger
+        self.released = released
         # Rendered by the triggerer into the trigger's kwargs of the same names.
         self.run_id = "{{ run_id }}"
         self.try_number = "{{ ti.try_number }}"
@@ -196,8 +286,9 @@ class ConsumerMixin:
                 "is_test_sensor": self.is_test_sensor,
                 "try_number": self.try_number,
                 "resume_on_success": bool(self.outlets),
-                "upstream_task_ids": sorted(self.upstream_task_ids),  # type: ignore[attr-defined]
+                "upstream_task_ids": sorted(_parents(self)),
                 "run_started": self.run_started,
+                "released": self.released,
             },
             timeout=None,  # the scheduler applies execution_timeout to the trigger
         )
@@ -332,7 +423,9 @@ class SourceConsumer(ConsumerMixin, DbtSourceWatcherOperator):
 class ConsumerOptions:
     """How the consumer tasks are built.
 
-    :param start_from_trigger: the triggerer-only tasks of this module; ``False``: poking sensors.
+    :param start_from_trigger: the triggerer-only tasks of this module, released at the stage's
+        start (:func:`release_at_stage_start`); ``False``: poking sensors, each waiting for its
+        parents' tasks.
     :param poke_interval_s: how often a consumer looks for its node's result (trigger or poke).
     :param policies: constructor kwargs (retries, timeouts, pool) per resource type.
     :param outlets: extra outlets per model name (e.g. the marts' Assets).
@@ -432,6 +525,7 @@ def _instantiate(
         "poke_interval": options.poke_interval_s,
         "deferrable": False,  # never defers from a worker: it starts in the triggerer or pokes
         "start_from_trigger": options.start_from_trigger,
+        "released": options.start_from_trigger,
     }
     if resource_type == DbtResourceType.MODEL and node.resource_name in options.outlets:
         arguments["outlets"] = [*arguments.get("outlets", []), options.outlets[node.resource_name]]
@@ -443,6 +537,37 @@ def _instantiate(
         extra_context=meta.extra_context,
     )
     return get_airflow_task(meta, dag, task_group)
+
+
+def release_at_stage_start(tasks: Sequence[Any], dag: Any, task_group: Any = None) -> None:
+    """Wire the released consumers among ``tasks`` (Cosmos's rendered tasks of one DAG or group):
+    an empty task before them all, done when the stage starts (it takes the stage's upstream, as
+    the producer does), and an empty task after them all that fails the run through a leaf when a
+    node failed (``none_failed``: its descendants end skipped, see the module docstring)."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    released = [task for task in tasks if isinstance(task, ConsumerMixin) and task.released]
+    if not released:
+        return
+    release = EmptyOperator(
+        task_id=RELEASE_TASK_ID,
+        dag=dag,
+        task_group=task_group,
+        doc_md="Releases every model, test and source task at the stage's start: each waits for its node in the build.",
+    )
+    done = EmptyOperator(
+        task_id=NODES_DONE_TASK_ID,
+        dag=dag,
+        task_group=task_group,
+        trigger_rule=TriggerRule.NONE_FAILED,
+        doc_md="Fails (upstream_failed) when a model, test or source task failed: what follows the stage waits here.",
+    )
+    release >> released >> done
+
+
+def _parents(task: Any) -> set[str]:
+    """The task's parents in the lineage: its upstream tasks but the release task."""
+    return {task_id for task_id in task.upstream_task_ids if task_id.rsplit(".", 1)[-1] != RELEASE_TASK_ID}
 
 
 def _status_key(task: ConsumerMixin) -> str:

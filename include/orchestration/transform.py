@@ -9,8 +9,10 @@ Both the pipeline's task group (``dags/ecommerce_elt.py``) and the transform-onl
 - render: tests after each model (a failing test stops that model's descendants only), sources as
   freshness-check tasks;
 - execution: dbt from its own virtualenv; retries and timeouts per node type from policies.yml;
-- consumers: each model/test/source task starts and, on the happy path, ends in the triggerer
-  (:mod:`include.orchestration.consumers`; :attr:`TransformSettings.consumers_start_from_trigger`);
+- consumers: each model/test/source task starts and, on the happy path, ends in the triggerer, all
+  of them released at the stage's start and gated by the build's results rather than by their
+  parents' tasks (:mod:`include.orchestration.consumers`;
+  :attr:`TransformSettings.consumers_start_from_trigger`);
 - each mart's task also updates a stable Asset (:data:`MART_ASSETS`) the consumers schedule on.
 """
 
@@ -35,7 +37,7 @@ from cosmos.constants import (
     TestBehavior,
 )
 
-from include.orchestration.consumers import ConsumerOptions, node_converters
+from include.orchestration.consumers import ConsumerOptions, node_converters, release_at_stage_start
 from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, project_names, require_manifest
 from include.orchestration.policies import task_policy
 from include.orchestration.profiles import RunWarehouseProfileMapping
@@ -60,8 +62,10 @@ class TransformSettings:
     # default adds up to 10 s per lineage level to the stage, a lookup costs one XCom query.
     watcher_poke_interval_s: int = 2
     # Consumers start and end in the triggerer (include/orchestration/consumers.py): on the happy path
-    # no model/test/source task takes a worker process. False: Cosmos's sensors poke in their own
-    # task process instead (a worker slot per waiting sensor), as before. Neither defers from a worker:
+    # no model/test/source task takes a worker process, and all are released at the stage's start, so
+    # each ends when the build reports its node, not a lineage level after its parents' tasks.
+    # False: Cosmos's sensors poke in their own task process, each after its parents' tasks (a worker
+    # slot per waiting sensor), as before. Neither defers from a worker:
     # a resumed deferral can fail on a stale executor event (apache/airflow#72716, #71580).
     consumers_start_from_trigger: bool = True
 
@@ -170,6 +174,7 @@ def transform_task_group(group_id: str = TRANSFORM_GROUP_ID, **kwargs: Any) -> D
         operator_args=operator_args(),
         **kwargs,
     )
+    release_at_stage_start(list(group.iter_tasks()), group.dag, group)
     _let_the_node_tasks_decide(group)
     return group
 
@@ -203,7 +208,7 @@ def _let_the_node_tasks_decide(group: DbtTaskGroup) -> None:
 
 def transform_dag(dag_id: str, project_dir: Path = DBT_PROJECT_DIR, **dag_kwargs: Any) -> DbtDag:
     """A transform-only DAG over the same configs (another ``project_dir``: the benchmark's replicas)."""
-    return DbtDag(
+    dag = DbtDag(
         dag_id=dag_id,
         project_config=project_config(project_dir),
         profile_config=profile_config(project_dir),
@@ -212,3 +217,5 @@ def transform_dag(dag_id: str, project_dir: Path = DBT_PROJECT_DIR, **dag_kwargs
         operator_args=operator_args(),
         **dag_kwargs,
     )
+    release_at_stage_start(list(dag.tasks), dag)
+    return dag

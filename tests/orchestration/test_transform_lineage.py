@@ -10,6 +10,7 @@ import pytest
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TriggerRule
 
+from include.orchestration.consumers import NODES_DONE_TASK_ID, RELEASE_TASK_ID, ConsumerMixin
 from include.orchestration.manifest import require_manifest
 from include.orchestration.transform import (
     MART_ASSETS,
@@ -73,7 +74,8 @@ def test_what_follows_the_group_waits_for_the_node_tasks_not_the_producers_exit_
     rendered: tuple[dict, DAG],
 ) -> None:
     """A failed first build must not fail a run whose failed nodes were fixed and cleared: the
-    producer's gate is no leaf of the group, the task after it is done whatever the gate ended with."""
+    producer's gate is no leaf of the group, the task after it is done whatever the gate ended with;
+    what follows the group waits for the node tasks, through the task after all of them."""
     _, dag = rendered
     with dag:
         follower = EmptyOperator(task_id="after_the_group")
@@ -84,7 +86,33 @@ def test_what_follows_the_group_waits_for_the_node_tasks_not_the_producers_exit_
     assert finished.task_id in follower.upstream_task_ids and finished.upstream_task_ids == {gate}
     assert finished.trigger_rule == TriggerRule.ALL_DONE
     others = follower.upstream_task_ids - {finished.task_id}
-    assert others and all(hasattr(dag.task_dict[task_id], "model_unique_id") for task_id in others)
+    if not SETTINGS.consumers_start_from_trigger:  # poking sensors: the group's leaves are node tasks
+        assert others and all(hasattr(dag.task_dict[task_id], "model_unique_id") for task_id in others)
+        return
+    assert others == {f"{TRANSFORM_GROUP_ID}.{NODES_DONE_TASK_ID}"}
+
+
+def test_every_consumer_is_released_at_the_stages_start_and_gates_the_task_after_them(
+    rendered: tuple[dict, DAG],
+) -> None:
+    """Each model, test and source task takes ``one_success`` over the release task (done when the
+    stage starts) and its parents, so it defers at once; the lineage edges stay; the task after
+    them all is ``none_failed``, so a failed node fails the run through a leaf."""
+    _, dag = rendered
+    if not SETTINGS.consumers_start_from_trigger:
+        pytest.skip("consumers poke")
+    release = dag.task_dict[f"{TRANSFORM_GROUP_ID}.{RELEASE_TASK_ID}"]
+    done = dag.task_dict[f"{TRANSFORM_GROUP_ID}.{NODES_DONE_TASK_ID}"]
+    consumers = {t.task_id for t in dag.tasks if isinstance(t, ConsumerMixin)}
+    assert len(consumers) > 20
+    assert release.downstream_task_ids == consumers and done.upstream_task_ids == consumers
+    assert release.upstream_task_ids == set() and done.trigger_rule == TriggerRule.NONE_FAILED
+    assert {dag.task_dict[t].trigger_rule for t in consumers} == {TriggerRule.ONE_SUCCESS}
+    # the lineage is still there: fct_orders waits (in its trigger) for int_orders_enriched's tests
+    assert (
+        f"{TRANSFORM_GROUP_ID}.int_orders_enriched.test"
+        in dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.run"].upstream_task_ids
+    )
 
 
 def test_watcher_sensors_look_for_their_node_result_at_the_configured_interval(rendered: tuple[dict, DAG]) -> None:
@@ -212,5 +240,8 @@ def test_consumers_pass_their_upstream_tasks_and_the_runs_start_to_their_trigger
     if not SETTINGS.consumers_start_from_trigger:
         pytest.skip("consumers poke")
     kwargs = task.start_trigger_args.trigger_kwargs
-    assert kwargs["upstream_task_ids"] == sorted(task.upstream_task_ids)
+    release = f"{TRANSFORM_GROUP_ID}.{RELEASE_TASK_ID}"
+    assert release in task.upstream_task_ids
+    assert kwargs["upstream_task_ids"] == sorted(task.upstream_task_ids - {release})  # its parents in the lineage
+    assert kwargs["released"] is True
     assert kwargs["run_started"] == "{{ dag_run.start_date.timestamp() }}" and "run_started" in task.template_fields
