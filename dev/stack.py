@@ -270,7 +270,10 @@ class LocalStack:
         return [
             self._process("airflow-api-server", airflow, "api-server", "--port", str(self.ports.airflow), env=env),
             self._process("airflow-scheduler", airflow, "scheduler", env=env),
-            self._process("airflow-dag-processor", airflow, "dag-processor", env=env),
+            # Below the others' priority: Airflow re-parses the DAG file for each task its trigger ends
+            # (a success callback request with nothing to run), work that would otherwise take CPU from
+            # dbt on a laptop's cores; a deployment runs the DAG processor as its own component.
+            self._process("airflow-dag-processor", "nice", "-n", "10", airflow, "dag-processor", env=env),
             self._process("airflow-triggerer", airflow, "triggerer", env=env),
         ]
 
