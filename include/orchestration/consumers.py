@@ -429,12 +429,15 @@ class ConsumerOptions:
     :param poke_interval_s: how often a consumer looks for its node's result (trigger or poke).
     :param policies: constructor kwargs (retries, timeouts, pool) per resource type.
     :param outlets: extra outlets per model name (e.g. the marts' Assets).
+    :param outlet_policy: constructor kwargs of a model task with outlets, over its type's policy
+        (it resumes on a worker to emit them: a pool bounds how many at once).
     """
 
     start_from_trigger: bool = True
     poke_interval_s: float = 2
     policies: Mapping[DbtResourceType, Mapping[str, Any]] = field(default_factory=dict)
     outlets: Mapping[str, Asset] = field(default_factory=dict)
+    outlet_policy: Mapping[str, Any] = field(default_factory=dict)
 
 
 _CLASSES: dict[DbtResourceType, type[ConsumerMixin]] = {
@@ -528,6 +531,7 @@ def _instantiate(
         "released": options.start_from_trigger,
     }
     if resource_type == DbtResourceType.MODEL and node.resource_name in options.outlets:
+        arguments.update(options.outlet_policy)
         arguments["outlets"] = [*arguments.get("outlets", []), options.outlets[node.resource_name]]
     meta = TaskMetadata(
         id=meta.id,

@@ -141,6 +141,7 @@ def consumer_options(settings: TransformSettings = SETTINGS) -> ConsumerOptions:
             DbtResourceType.SOURCE: task_policy("dbt_source").operator_kwargs(),
         },
         outlets=MART_ASSETS,
+        outlet_policy=task_policy("dbt_mart").operator_kwargs(),
     )
 
 

@@ -68,6 +68,9 @@ def test_marts_update_their_assets_and_node_types_get_their_policies(rendered: t
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.run"].retries == 2
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.test"].retries == 1
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher"].retries == 0
+    # a mart resumes on a worker for its Asset beside the build: a pool bounds how many at once
+    assert {dag.task_dict[f"{TRANSFORM_GROUP_ID}.{mart}.run"].pool for mart in MART_ASSETS} == {"dbt_asset_events"}
+    assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.stg_orders.run"].pool == "default_pool"
 
 
 def test_what_follows_the_group_waits_for_the_node_tasks_not_the_producers_exit_code(
