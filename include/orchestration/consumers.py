@@ -85,9 +85,10 @@ from cosmos.operators._watcher.triggerer import WatcherEventReason, WatcherTrigg
 from cosmos.operators.watcher import DbtRunWatcherOperator, DbtSourceWatcherOperator, DbtTestWatcherOperator
 
 _TRIGGER_PATH = "include.orchestration.consumers.ConsumerTrigger"
-# XCom a cleared build's tasks pass down the lineage: who built the cleared set, in which start of
-# the run (``dag_run.start_date``: clearing a finished run restarts it) and for which tasks; see
-# :meth:`ConsumerMixin._build_cleared_set`. The triggerer's ``dag_run`` has no ``clear_number``.
+# XCom of a cleared build's leader, read by the cleared tasks below it: who built the cleared set, in
+# which start of the run (``dag_run.start_date``: clearing a finished run restarts it) and for which
+# tasks; see :meth:`ConsumerMixin._build_cleared_set`. Each task it ends keeps a copy (who built it).
+# The triggerer's ``dag_run`` has no ``clear_number``.
 CLEARED_BUILD_KEY = "cleared_build"
 # A cleared task that has not run yet: released consumers wait deferred for their cleared parents.
 _WAITING_STATES = (None, "scheduled", "deferred")
@@ -96,6 +97,7 @@ RELEASE_TASK_ID = "nodes_released"
 NODES_DONE_TASK_ID = "nodes_done"
 _FINAL_STATES = frozenset({"success", "failed", "upstream_failed", "skipped", "removed"})
 _NOT_SUCCEEDED = frozenset({"failed", "upstream_failed", "skipped"})
+_BUILDER_TYPES = ("ModelConsumer", "TestConsumer")  # the tasks a cleared build's leader can be
 # The producer's state per (event loop, DAG, run, producer): when it was looked up, and the lookup.
 # Every consumer of a run polls it; one lookup per interval serves them all.
 _PRODUCER_STATES: dict[tuple[int, str, str, str], tuple[float, asyncio.Future[str | None]]] = {}
@@ -125,6 +127,7 @@ class ConsumerTrigger(WatcherTrigger):
     ) -> None:
         super().__init__(**kwargs)
         self.released = released
+        self._ticket: dict[str, Any] | None = None
         self.try_number = try_number
         self.resume_on_success = resume_on_success
         self.upstream_task_ids = list(upstream_task_ids)
@@ -143,7 +146,7 @@ class ConsumerTrigger(WatcherTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         if int(self.try_number) > 1:
-            yield await self._retry_event()
+            yield self._ending(await self._retry_event())
             return
         async for event in super().run():
             if event.payload.get("status") != EventStatus.SUCCESS:  # e.g. built since by a retried upstream
@@ -156,8 +159,15 @@ class ConsumerTrigger(WatcherTrigger):
     async def _a_parent_did_not_succeed(self) -> bool:
         """Once every parent task has ended: did one not succeed? (Always False for a task its
         parents released: Airflow ran it because they succeeded.)"""
+        while (parents := await self._ended_parents()) is None:
+            await asyncio.sleep(self.poke_interval)
+        return any(state in _NOT_SUCCEEDED for state in parents.values())
+
+    async def _ended_parents(self) -> dict[str, str | None] | None:
+        """The parent tasks' states once all have ended (empty when the parents released the
+        task), None while one has not."""
         if not self.released or not self.upstream_task_ids:
-            return False
+            return {}
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
         def states() -> dict[str, str | None]:
@@ -166,24 +176,42 @@ class ConsumerTrigger(WatcherTrigger):
             )
             return {task: (str(state) if state else None) for task, state in by_run.get(str(self.run_id), {}).items()}
 
-        while True:
-            parents = await sync_to_async(states)()
-            if all(parents.get(task) in _FINAL_STATES for task in self.upstream_task_ids):
-                return any(parents[task] in _NOT_SUCCEEDED for task in self.upstream_task_ids)
-            await asyncio.sleep(self.poke_interval)
+        parents = await sync_to_async(states)()
+        if all(parents.get(task) in _FINAL_STATES for task in self.upstream_task_ids):
+            return parents
+        return None
 
     async def _retry_event(self) -> TriggerEvent:
-        """Once the parents have ended: skipped if one of them did not succeed, else the result of
-        the cleared build that included this task, else (once the producer is done) "producer
-        skipped", on which Cosmos runs the node alone."""
-        if await self._a_parent_did_not_succeed():
+        """The result of a cleared build of an ancestor that listed this task, as soon as it has
+        the node (no waiting for the tasks in between); else, once the parents have ended, skipped
+        if one of them did not succeed, or (once the producer is done) "producer skipped", on which
+        Cosmos runs the node alone."""
+        ancestors = self._ancestors()
+        while True:
+            built = await self._cleared_build_event(ancestors)
+            if built is not None:
+                return built
+            if (parents := await self._ended_parents()) is not None:
+                break
+            await asyncio.sleep(self.poke_interval)
+        if any(state in _NOT_SUCCEEDED for state in parents.values()):
             return TaskSkippedEvent()
-        built = await self._cleared_build_event()
+        built = await self._cleared_build_event(ancestors)
         if built is not None:
             return built
         while await self._get_producer_task_status() not in PRODUCER_FINAL_STATES:
             await asyncio.sleep(self.poke_interval)
         return TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
+
+    def _ancestors(self) -> list[str]:
+        """The model and test tasks above this one, any of which may lead a cleared build: read
+        from the task the triggerer deserialized for this trigger (its parents without it)."""
+        task = getattr(getattr(self, "task_instance", None), "task", None)
+        dag = getattr(task, "dag", None)
+        if task is None or dag is None:
+            return self.upstream_task_ids
+        above = task.get_flat_relative_ids(upstream=True)
+        return sorted(t for t in above if getattr(dag.get_task(t), "task_type", "") in _BUILDER_TYPES)
 
     async def get_xcom_val(self, key: str) -> Any | None:
         """Cosmos's XCom lookup (Airflow 3) without its log line per lookup."""
@@ -206,18 +234,15 @@ class ConsumerTrigger(WatcherTrigger):
             _PRODUCER_STATES[key] = cached
         return await asyncio.shield(cached[1])
 
-    async def _cleared_build_event(self) -> TriggerEvent | None:
-        """Success if an upstream passed down a build of this clear that listed this task and in
-        which its node succeeded; None otherwise (the task then runs its node itself, with its own log)."""
+    async def _cleared_build_event(self, candidates: Sequence[str] | None = None) -> TriggerEvent | None:
+        """Success if one of ``candidates`` (by default the parents) led a build of this clear that
+        listed this task and has its node succeeded; None otherwise (not yet, or the task then runs
+        its node itself, with its own log)."""
+        ticket = self._ticket or await self._find_ticket(self.upstream_task_ids if candidates is None else candidates)
+        if ticket is None:
+            return None
         producer = self.producer_task_id
         try:
-            for upstream in self.upstream_task_ids:
-                self.producer_task_id = upstream
-                ticket = await self.get_xcom_val(CLEARED_BUILD_KEY)
-                if _ticket_covers(ticket, getattr(self, "task_id", ""), self.run_started):  # set with task_instance
-                    break
-            else:
-                return None
             self.producer_task_id = ticket["leader"]  # Cosmos's lookups now read the leader's results
             status, compiled_sql = await self._parse_dbt_node_status_and_compiled_sql()
         finally:
@@ -226,13 +251,28 @@ class ConsumerTrigger(WatcherTrigger):
             return None
         return TriggerEvent({**self._build_success_event(compiled_sql), CLEARED_BUILD_KEY: ticket})
 
+    async def _find_ticket(self, candidates: Sequence[str]) -> dict[str, Any] | None:
+        """The ticket of this clear listing this task, from the first candidate that holds one."""
+        producer = self.producer_task_id
+        try:
+            for candidate in candidates:
+                self.producer_task_id = candidate
+                ticket = await self.get_xcom_val(CLEARED_BUILD_KEY)
+                if _ticket_covers(ticket, getattr(self, "task_id", ""), self.run_started):  # set with task_instance
+                    self._ticket = ticket
+                    return ticket
+        finally:
+            self.producer_task_id = producer
+        return None
+
     def _ending(self, event: TriggerEvent) -> TriggerEvent:
         """The event that ends the task here, or Cosmos's event to resume it with on a worker."""
         if isinstance(event, TaskSkippedEvent):
             return event
         status = event.payload.get("status")
-        if status == EventStatus.SUCCESS and not self.resume_on_success and not event.payload.get(CLEARED_BUILD_KEY):
-            return TaskSuccessEvent()
+        if status == EventStatus.SUCCESS and not self.resume_on_success:
+            ticket = event.payload.get(CLEARED_BUILD_KEY)  # kept on the task: who built it
+            return TaskSuccessEvent(xcoms={CLEARED_BUILD_KEY: ticket} if ticket else None)
         if status == EventStatus.SKIPPED:
             return TaskSkippedEvent()
         return event
@@ -295,8 +335,7 @@ class ConsumerMixin:
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
         super().execute_complete(context, event)  # type: ignore[misc]
-        # A task ended from a cleared build passes its ticket on from here, on a worker: the
-        # ``xcoms`` of a TaskSuccessEvent were not readable by the next task's trigger (drill).
+        # A task with outlets ended from a cleared build keeps its ticket as the others do.
         if event.get(CLEARED_BUILD_KEY):
             safe_xcom_push(task_instance=context["ti"], key=CLEARED_BUILD_KEY, value=event[CLEARED_BUILD_KEY])
 
@@ -341,7 +380,7 @@ class ConsumerMixin:
     def _build_cleared_set(self, context: Any, followers: Sequence[ConsumerMixin]) -> None:
         """One ``dbt build`` of this task's node and its followers', its node results published
         under this task as the producer publishes its own (Cosmos's parser), and a ticket the
-        followers' triggers read and pass down (:data:`CLEARED_BUILD_KEY`). Fails only if this
+        followers' triggers find among their ancestors (:data:`CLEARED_BUILD_KEY`). Fails only if this
         task's own node did; each follower reports its own node."""
         ti = context["ti"]
         producer = context["dag"].get_task(self.producer_task_id)

@@ -235,6 +235,21 @@ def test_a_cleared_build_ticket_serves_only_its_clear_and_its_tasks() -> None:
     assert not _ticket_covers(ticket, "transform.b.run", "")
 
 
+def test_a_task_ended_from_a_cleared_build_ends_in_the_triggerer_and_keeps_the_ticket() -> None:
+    """A follower of a cleared build needs no worker: its trigger ends it with the ticket as its XCom;
+    a task with outlets (a mart) resumes on a worker with the ticket in the event."""
+    from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
+
+    from include.orchestration.consumers import CLEARED_BUILD_KEY, ConsumerTrigger
+
+    ticket = {"leader": "transform.a.run", "run_started": 1.0, "tasks": ["transform.b.run"]}
+    event = TriggerEvent({"status": "success", CLEARED_BUILD_KEY: ticket})
+    common = {"model_unique_id": "model.p.b", "producer_task_id": "p", "dag_id": "d", "run_id": "r", "map_index": -1}
+    ended = ConsumerTrigger(**common)._ending(event)
+    assert isinstance(ended, TaskSuccessEvent) and ended.xcoms == {CLEARED_BUILD_KEY: ticket}
+    assert ConsumerTrigger(**common, resume_on_success=True)._ending(event) is event
+
+
 def test_consumers_pass_their_upstream_tasks_and_the_runs_start_to_their_trigger(
     rendered: tuple[dict, DAG],
 ) -> None:
