@@ -107,8 +107,8 @@ _PRODUCER_STATE_MAX_AGE_S = 1.0
 class ConsumerTrigger(WatcherTrigger):
     """Cosmos's watcher trigger that ends its task in the triggerer when nothing needs a worker.
 
-    :param try_number: the task's try; after the first, the task resumes on a worker for Cosmos's
-        fallback run once the producer is done.
+    :param try_number: the task's try; after the first, the task ends with its node's result in a
+        cleared build led by an ancestor, or resumes on a worker for Cosmos's fallback run.
     :param resume_on_success: resume on a worker after a success too (a task with outlets).
     :param upstream_task_ids: the task's parents in the lineage (not the release task).
     :param released: the task was released at the stage's start, not by its parents' tasks; the
@@ -205,7 +205,7 @@ class ConsumerTrigger(WatcherTrigger):
 
     def _ancestors(self) -> list[str]:
         """The model and test tasks above this one, any of which may lead a cleared build: read
-        from the task the triggerer deserialized for this trigger (its parents without it)."""
+        from the task the triggerer deserialized for this trigger (without one, the parents)."""
         task = getattr(getattr(self, "task_instance", None), "task", None)
         dag = getattr(task, "dag", None)
         if task is None or dag is None:
