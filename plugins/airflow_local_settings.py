@@ -4,7 +4,7 @@ Two things, both kept free of project imports because the API server and the sch
 module too, and neither needs the DAGs' code:
 
 - :func:`task_instance_mutation_hook`, Airflow's cluster policy: a dbt node's task that is cleared
-  goes to the dbt worker queue;
+  goes to the dbt worker queue and the default pool;
 - preloading, described below.
 
 Preloads, in the processes that fork task processes, the third-party modules every task of this
@@ -12,7 +12,9 @@ project imports. A LocalExecutor scheduler (and a Celery worker) forks one proce
 a task process inherits what its parent had imported: with the task runner, Cosmos and the
 providers already loaded, a task process skips most of its imports before it parses the DAG file.
 The dbt stage runs a task per model and test, so this is a large share of its overhead over a
-plain `dbt build` (docs/performance.md has the figures).
+plain `dbt build` (docs/performance.md has the figures). The DAG processor forks one process per
+DAG file it parses, and it parses the pipeline's file again for every batch of task-end callbacks
+(each task a trigger ends sends one), so it preloads the same modules.
 
 Only third-party modules: the project's own `include/` code is imported fresh by each task, so
 an edit there reaches the next task without restarting the scheduler. Other Airflow commands do
@@ -32,7 +34,8 @@ __all__ = ["task_instance_mutation_hook"]
 CONSUMER_MODULE = "include.orchestration.consumers"  # where the dbt stage's model, test and source tasks live
 DBT_QUEUE_OPTION = ("cosmos", "watcher_dbt_execution_queue")  # the producer's queue, read by Cosmos too
 
-TASK_FORKING_COMMANDS = ("scheduler", "worker")  # `airflow scheduler`, `airflow celery worker`
+# `airflow scheduler`, `airflow celery worker`, `airflow dag-processor` (it forks a parse per file)
+TASK_FORKING_COMMANDS = ("scheduler", "worker", "dag-processor")
 PRELOADED_MODULES = (
     "airflow.sdk.execution_time.task_runner",
     "cosmos",
@@ -55,6 +58,11 @@ def task_instance_mutation_hook(task_instance: Any) -> None:
     the queue of its first try: Airflow does not re-apply the policy there. Cosmos's own policy does
     the same for its stock consumer classes, which it recognises by their module; this project's
     consumers subclass them in :data:`CONSUMER_MODULE`, which it does not match.
+
+    A cleared try also leaves its node type's pool for the default one: the marts' one-slot pool
+    keeps the worker processes beside a running producer few, but in a clear the mart that leads
+    the cleared build holds that slot for the whole build, and the marts below it, each waiting
+    to emit its Asset, would then run one after another once the build had ended.
     """
     if not task_instance.try_number:
         return
@@ -62,7 +70,9 @@ def task_instance_mutation_hook(task_instance: Any) -> None:
     if (getattr(task, "_task_module", None) or type(task).__module__) != CONSUMER_MODULE:
         return
     from airflow.configuration import conf
+    from airflow.models.pool import Pool
 
+    task_instance.pool = Pool.DEFAULT_POOL_NAME
     queue = conf.get(*DBT_QUEUE_OPTION, fallback=None)
     if queue:
         task_instance.queue = queue

@@ -187,7 +187,9 @@ def _local_settings():
 def test_a_cleared_consumer_goes_to_the_dbt_queue_and_its_first_try_stays(
     rendered: tuple[dict, DAG], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The cluster policy: try 0 (creation) keeps the default queue; a cleared try reruns dbt on ``dbt``."""
+    """The cluster policy: try 0 (creation) keeps the default queue and the mart's pool; a cleared
+    try reruns dbt on ``dbt``, in the default pool (a cleared mart that leads the build must not
+    hold the marts' one slot while the marts below it wait to emit their Assets)."""
     from airflow.configuration import conf
     from airflow.models.taskinstance import TaskInstance
     from airflow.serialization.serialized_objects import DagSerialization
@@ -204,21 +206,31 @@ def test_a_cleared_consumer_goes_to_the_dbt_queue_and_its_first_try_stays(
     model = TaskInstance(task=serialized.get_task(f"{TRANSFORM_GROUP_ID}.fct_orders.run"), dag_version_id=None)
     default_queue = model.queue
     assert default_queue != "dbt"
+    assert model.pool == "dbt_asset_events"  # the marts' policy
 
     model.try_number = 0
     settings.task_instance_mutation_hook(model)
-    assert model.queue == default_queue
+    assert (model.queue, model.pool) == (default_queue, "dbt_asset_events")
 
     model.try_number = 1
     settings.task_instance_mutation_hook(model)
-    assert model.queue == "dbt"
+    assert (model.queue, model.pool) == ("dbt", "default_pool")
 
     producer_task = next(t for t in serialized.tasks if t.task_id.endswith("dbt_producer_watcher"))
     producer = TaskInstance(task=producer_task, dag_version_id=None)
-    before = producer.queue
+    before = (producer.queue, producer.pool)
+    assert producer.pool == "dbt_build"
     producer.try_number = 1
     settings.task_instance_mutation_hook(producer)
-    assert producer.queue == before
+    assert (producer.queue, producer.pool) == before
+
+
+def test_the_dag_processor_preloads_as_the_task_forking_processes_do() -> None:
+    """The DAG processor forks a parse per DAG file, again for every batch of task-end callbacks."""
+    settings = _local_settings()
+    assert settings._forks_tasks(["airflow", "dag-processor"])
+    assert settings._forks_tasks(["airflow", "scheduler"]) and settings._forks_tasks(["airflow", "celery", "worker"])
+    assert not settings._forks_tasks(["airflow", "api-server"]) and not settings._forks_tasks(["airflow", "triggerer"])
 
 
 def test_a_cleared_build_ticket_serves_only_its_clear_and_its_tasks() -> None:
