@@ -37,11 +37,14 @@ The trigger's ``run_id`` and ``try_number`` are templates: for a task started fr
 triggerer builds a runtime task instance and renders the trigger kwargs that are also operator
 ``template_fields`` (``BaseTrigger.task_instance`` setter, ``TriggerRunner.run_trigger``).
 
-All consumers of a run wait in one triggerer process, so their lookups are kept few: the producer's
-state is looked up once per interval for all of them (:data:`_PRODUCER_STATES`), a node's result
-with Cosmos's own XCom lookup but without its log line per lookup, and the dbt version banner that
-Cosmos's trigger waits for (three lookups per interval until dbt has started) is left to the
-producer's log.
+All consumers of a run wait in one triggerer process, and every lookup is a call through the
+triggerer's supervisor to Airflow's Execution API and the metadata database, so their lookups are kept
+few: the producer's state is looked up once per interval for all of them (:data:`_PRODUCER_STATES`);
+a node's result with Cosmos's own XCom lookup but without its log line per lookup, and only once
+the results of its parent models have been read (dbt builds a node after its parents,
+:data:`_SEEN_NODES`), so only the consumers of what dbt can be building look anything up; and the dbt
+version banner that Cosmos's trigger waits for (three lookups per interval until dbt has started) is
+left to the producer's log.
 
 Nothing resumes a deferral on the happy path, so the stale-event failures of resumed deferrals
 (apache/airflow#72716, #71580) that made this project poke instead of defer do not apply to it.
@@ -56,6 +59,7 @@ successful build reported nothing for the node (:meth:`ConsumerMixin._handle_no_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -79,6 +83,7 @@ from cosmos.operators._watcher.state import (
     get_status_xcom_key,
     get_xcom_val,
     is_dbt_node_status_success,
+    is_dbt_node_status_terminal,
     safe_xcom_push,
 )
 from cosmos.operators._watcher.triggerer import WatcherEventReason, WatcherTrigger
@@ -102,6 +107,31 @@ _BUILDER_TYPES = ("ModelConsumer", "TestConsumer")  # the tasks a cleared build'
 # Every consumer of a run polls it; one lookup per interval serves them all.
 _PRODUCER_STATES: dict[tuple[int, str, str, str], tuple[float, asyncio.Future[str | None]]] = {}
 _PRODUCER_STATE_MAX_AGE_S = 1.0
+# A consumer whose parent models have no result here yet looks its own node up once per this many
+# intervals: a parent's consumer may wait in another triggerer process, whose reads are not seen here.
+_GATED_LOOKUP_INTERVALS = 5
+
+
+@dataclass
+class _SeenNodes:
+    """The model nodes whose result a consumer of this process has read, for one start of a run."""
+
+    nodes: set[str] = field(default_factory=set)
+    waits: dict[str, asyncio.Event] = field(default_factory=dict)  # per node not read yet, set when it is
+    touched: float = field(default_factory=time.monotonic)
+
+    def add(self, node: str) -> None:
+        self.nodes.add(node)
+        if (read := self.waits.pop(node, None)) is not None:
+            read.set()
+
+    def read(self, node: str) -> asyncio.Event:
+        """Set once the result of ``node`` (not read yet) has been read."""
+        return self.waits.setdefault(node, asyncio.Event())
+
+
+# Per (event loop, DAG, run, start of the run, producer); dropped an hour after its last use.
+_SEEN_NODES: dict[tuple[int, str, str, str, str], _SeenNodes] = {}
 
 
 class ConsumerTrigger(WatcherTrigger):
@@ -113,6 +143,8 @@ class ConsumerTrigger(WatcherTrigger):
     :param upstream_task_ids: the task's parents in the lineage (not the release task).
     :param released: the task was released at the stage's start, not by its parents' tasks; the
         trigger then decides what the edges would have (see the module docstring).
+    :param parent_models: the unique ids of the nearest models above the node (through their tests'
+        tasks); a released consumer looks its node up once their results have been read.
     """
 
     def __init__(
@@ -123,10 +155,12 @@ class ConsumerTrigger(WatcherTrigger):
         upstream_task_ids: Sequence[str] = (),
         run_started: float | str = 0,
         released: bool = False,
+        parent_models: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.released = released
+        self.parent_models = list(parent_models)
         self._ticket: dict[str, Any] | None = None
         self.try_number = try_number
         self.resume_on_success = resume_on_success
@@ -142,12 +176,14 @@ class ConsumerTrigger(WatcherTrigger):
             "upstream_task_ids": self.upstream_task_ids,
             "run_started": self.run_started,
             "released": self.released,
+            "parent_models": self.parent_models,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         if int(self.try_number) > 1:
             yield self._ending(await self._retry_event())
             return
+        await self._wait_for_parent_models()
         async for event in super().run():
             if event.payload.get("status") != EventStatus.SUCCESS:  # e.g. built since by a retried upstream
                 event = await self._cleared_build_event() or event
@@ -155,6 +191,48 @@ class ConsumerTrigger(WatcherTrigger):
                 event = TaskSkippedEvent()  # dbt skipped the node for its parent's failure
             yield self._ending(event)
             return
+
+    async def _wait_for_parent_models(self) -> None:
+        """Until a consumer of this process has read a result for each parent model, or the
+        producer is done: dbt cannot have built the node yet, so it is looked up only once per
+        :data:`_GATED_LOOKUP_INTERVALS` intervals, and the wait ends as soon as the last parent's
+        result is read here. (Tasks released by their parents' tasks do not wait here.)"""
+        if not self.released or not self.parent_models:
+            return
+        seen = self._seen_nodes()
+        interval = float(self.poke_interval)
+        next_lookup = time.monotonic() + interval * _GATED_LOOKUP_INTERVALS
+        while missing := [node for node in self.parent_models if node not in seen.nodes]:
+            if await self._get_producer_task_status() in PRODUCER_FINAL_STATES:
+                return
+            if time.monotonic() >= next_lookup:
+                status, _ = await self._parse_dbt_node_status_and_compiled_sql()
+                if status is not None:
+                    return
+                next_lookup = time.monotonic() + interval * _GATED_LOOKUP_INTERVALS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(seen.read(missing[0]).wait(), timeout=interval)
+
+    def _seen_nodes(self) -> _SeenNodes:
+        """The nodes read by this process's consumers of this start of the run (:class:`_SeenNodes`)."""
+        run = (str(self.run_id), str(self.run_started))
+        key = (id(asyncio.get_running_loop()), self.dag_id, *run, self.producer_task_id)
+        now = time.monotonic()
+        seen = _SEEN_NODES.get(key)
+        if seen is None:
+            for stale in [k for k, old in _SEEN_NODES.items() if now - old.touched > 3600]:
+                del _SEEN_NODES[stale]
+            seen = _SEEN_NODES[key] = _SeenNodes()
+        seen.touched = now
+        return seen
+
+    async def _parse_dbt_node_status_and_compiled_sql(self) -> tuple[str | None, str | None]:
+        """Cosmos's lookup of the node's result; a model's final result is shared with the
+        consumers waiting for it as a parent (:meth:`_wait_for_parent_models`)."""
+        status, compiled_sql = await super()._parse_dbt_node_status_and_compiled_sql()
+        if not self.is_test_sensor and is_dbt_node_status_terminal(status):
+            self._seen_nodes().add(self.model_unique_id)
+        return status, compiled_sql
 
     async def _a_parent_did_not_succeed(self) -> bool:
         """Once every parent task has ended: did one not succeed? (Always False for a task its
@@ -327,6 +405,7 @@ class ConsumerMixin:
                 "try_number": self.try_number,
                 "resume_on_success": bool(self.outlets),
                 "upstream_task_ids": sorted(_parents(self)),
+                "parent_models": _parent_models(self),
                 "run_started": self.run_started,
                 "released": self.released,
             },
@@ -611,6 +690,23 @@ def release_at_stage_start(tasks: Sequence[Any], dag: Any, task_group: Any = Non
 def _parents(task: Any) -> set[str]:
     """The task's parents in the lineage: its upstream tasks but the release task."""
     return {task_id for task_id in task.upstream_task_ids if task_id.rsplit(".", 1)[-1] != RELEASE_TASK_ID}
+
+
+def _parent_models(task: Any) -> list[str]:
+    """The unique ids of the nearest model tasks above ``task`` that watch the same producer,
+    through their tests' tasks: dbt builds ``task``'s node only after theirs."""
+    found: set[str] = set()
+    todo, visited = list(task.upstream_list), set()
+    while todo:
+        upstream = todo.pop()
+        if upstream.task_id in visited or getattr(upstream, "producer_task_id", None) != task.producer_task_id:
+            continue
+        visited.add(upstream.task_id)
+        if isinstance(upstream, ModelConsumer):
+            found.add(upstream.model_unique_id)
+        elif isinstance(upstream, TestConsumer):
+            todo.extend(upstream.upstream_list)
+    return sorted(found)
 
 
 def _status_key(task: ConsumerMixin) -> str:

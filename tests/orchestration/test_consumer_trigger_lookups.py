@@ -1,5 +1,6 @@
 """The consumers of a run wait in one triggerer process: their lookups of the producer's state are
-shared, one per interval for all of them, and they do not wait for dbt's version banner.
+shared, one per interval for all of them, a consumer looks its node up once its parent models'
+results have been read, and they do not wait for dbt's version banner.
 
 The lookup itself (Airflow's Execution API, through the triggerer's supervisor) is replaced here by
 a counting stand-in under :class:`ConsumerTrigger` in the method order; the real lookup runs in the
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+import pytest
+from cosmos.operators._watcher.state import get_status_xcom_key
 from cosmos.operators._watcher.triggerer import WatcherTrigger
 
 from include.orchestration import consumers
@@ -19,34 +22,98 @@ from include.orchestration.consumers import ConsumerTrigger
 
 class _CountingLookup(WatcherTrigger):
     lookups: ClassVar[list[tuple[str, str]]] = []
+    xcoms: ClassVar[dict[str, Any]] = {}  # the producer's XComs by key
+    producer_state: ClassVar[str] = "running"
 
     async def _get_producer_task_status(self) -> str | None:
         type(self).lookups.append((str(self.run_id), self.producer_task_id))
         await asyncio.sleep(0)  # a real lookup yields to the other triggers while it waits
-        return "running"
+        return type(self).producer_state
 
     async def get_xcom_val_af3(self, key: str) -> Any | None:
         type(self).lookups.append((str(self.run_id), key))
-        return None
+        return type(self).xcoms.get(key)
 
 
 class _Trigger(ConsumerTrigger, _CountingLookup):
     pass
 
 
-def _trigger(run_id: str, model: str = "model.ecommerce.stg_orders") -> _Trigger:
+def _trigger(run_id: str, model: str = "model.ecommerce.stg_orders", **kwargs: Any) -> _Trigger:
     return _Trigger(
         model_unique_id=model,
         producer_task_id="transform.dbt_producer_watcher",
         dag_id="ecommerce_elt",
         run_id=run_id,
         map_index=-1,
-        poke_interval=2,
+        **{"poke_interval": 2, **kwargs},
     )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_lookups() -> None:
+    _CountingLookup.lookups, _CountingLookup.xcoms, _CountingLookup.producer_state = [], {}, "running"
+
+
+def _node_lookups(model: str) -> list[tuple[str, str]]:
+    return [lookup for lookup in _CountingLookup.lookups if lookup[1] == get_status_xcom_key(model)]
+
+
+async def _until_waiting(task: asyncio.Future[Any]) -> None:
+    """Let the event loop run ``task`` until it blocks on something other than the loop itself."""
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert not task.done()
+
+
+def test_a_released_consumer_looks_up_its_node_once_its_parents_results_are_read() -> None:
+    """While dbt cannot have built the node (its parent models have no result yet) the consumer
+    makes no lookup of its node; the parent's consumer reading a result ends that wait at once."""
+    parent, child = "model.ecommerce.stg_orders", "model.ecommerce.fct_orders"
+
+    async def scenario() -> None:
+        waiting = _trigger("run_e", child, parent_models=[parent], released=True, poke_interval=60)
+        gate = asyncio.ensure_future(waiting._wait_for_parent_models())
+        await _until_waiting(gate)
+        assert _node_lookups(child) == []
+        _CountingLookup.xcoms[get_status_xcom_key(parent)] = {"status": "success", "outlet_uris": []}
+        await _trigger("run_e", parent, released=True)._parse_dbt_node_status_and_compiled_sql()
+        await asyncio.wait_for(gate, timeout=5)  # well within the 60-second interval
+        assert _node_lookups(child) == []  # Cosmos's loop looks it up next
+
+    asyncio.run(scenario())
+
+
+def test_a_parents_result_read_for_another_start_of_the_run_does_not_release_the_wait() -> None:
+    parent, child = "model.ecommerce.stg_orders", "model.ecommerce.fct_orders"
+
+    async def scenario() -> None:
+        _CountingLookup.xcoms[get_status_xcom_key(parent)] = {"status": "success", "outlet_uris": []}
+        await _trigger("run_f", parent, run_started=1.0)._parse_dbt_node_status_and_compiled_sql()
+        waiting = _trigger("run_f", child, parent_models=[parent], released=True, run_started=2.0, poke_interval=60)
+        gate = asyncio.ensure_future(waiting._wait_for_parent_models())
+        await _until_waiting(gate)
+        gate.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_waiting_consumer_still_looks_up_its_node_now_and_then_and_ends_with_the_producer() -> None:
+    """A parent's consumer may wait in another triggerer process: every few intervals the node is
+    looked up anyway; and once the producer is done, nothing is waited for."""
+    parent, child = "model.ecommerce.stg_orders", "model.ecommerce.fct_orders"
+    _CountingLookup.xcoms[get_status_xcom_key(child)] = {"status": "success", "outlet_uris": []}
+    waiting = _trigger("run_g", child, parent_models=[parent], released=True, poke_interval=0.01)
+    asyncio.run(asyncio.wait_for(waiting._wait_for_parent_models(), timeout=5))
+    assert _node_lookups(child)
+
+    _CountingLookup.lookups, _CountingLookup.xcoms, _CountingLookup.producer_state = [], {}, "success"
+    done = _trigger("run_h", child, parent_models=[parent], released=True, poke_interval=60)
+    asyncio.run(asyncio.wait_for(done._wait_for_parent_models(), timeout=5))
+    assert _node_lookups(child) == []
+
+
 def test_all_consumers_of_a_run_share_one_lookup_of_the_producer_state_per_interval() -> None:
-    _CountingLookup.lookups = []
 
     async def poll() -> list[str | None]:
         triggers = [_trigger("run_a", f"model.ecommerce.m{i}") for i in range(50)] + [_trigger("run_b")]
@@ -64,7 +131,6 @@ def test_all_consumers_of_a_run_share_one_lookup_of_the_producer_state_per_inter
 
 
 def test_a_state_older_than_its_maximum_age_is_looked_up_again(monkeypatch: Any) -> None:
-    _CountingLookup.lookups = []
     monkeypatch.setattr(consumers, "_PRODUCER_STATE_MAX_AGE_S", 0.0)
 
     async def poll_twice() -> None:
@@ -79,6 +145,5 @@ def test_a_state_older_than_its_maximum_age_is_looked_up_again(monkeypatch: Any)
 def test_a_consumer_does_not_wait_for_dbts_version_banner() -> None:
     """Cosmos's trigger first polls the banner XCom, the producer state and the node until dbt has
     started; the consumer's only lookups are for its node."""
-    _CountingLookup.lookups = []
     asyncio.run(asyncio.wait_for(_trigger("run_d")._log_startup_events(), timeout=5))  # Cosmos's waits on
     assert _CountingLookup.lookups == []

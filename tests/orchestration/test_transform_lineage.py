@@ -275,3 +275,10 @@ def test_consumers_pass_their_upstream_tasks_and_the_runs_start_to_their_trigger
     assert kwargs["upstream_task_ids"] == sorted(task.upstream_task_ids - {release})  # its parents in the lineage
     assert kwargs["released"] is True
     assert kwargs["run_started"] == "{{ dag_run.start_date.timestamp() }}" and "run_started" in task.template_fields
+    # the models dbt builds before it (its parents' tasks are their tests' tasks): read from the manifest
+    manifest, _ = rendered
+    node = manifest["nodes"]["model.ecommerce.fct_orders"]
+    parents = sorted(uid for uid in node["depends_on"]["nodes"] if uid.startswith("model."))
+    assert parents and kwargs["parent_models"] == parents
+    tests = dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.test"].start_trigger_args.trigger_kwargs
+    assert tests["parent_models"] == ["model.ecommerce.fct_orders"]
