@@ -18,7 +18,10 @@ In one go, on a fresh local stack at the chosen scale (``small`` | ``medium`` | 
 7. a retry from the grid: ``transform.<model>.run`` cleared with its downstream (as *Clear* does)
    after the incremental run, against a plain ``dbt build --select <model>+``;
 8. with ``--models-curve 1,4,16``: the dbt stage (a ``DbtDag`` of the project with every model
-   replicated N times, through the scheduler), a plain ``dbt build`` of it, and its parse time.
+   replicated N times, through the scheduler), a plain ``dbt build`` of it, and its parse time;
+9. with ``--dbt-runner``: runs 1 and 2 again on a second fresh stack whose Airflow has dbt-core
+   installed in its own environment (``.local/runner-venv``) and whose producer runs dbt in-process
+   (``InvocationMode.DBT_RUNNER``), against the same plain baselines.
 
 Prints a table and writes ``bench-results/pipeline_<scale>_<time>.json``.
 """
@@ -26,10 +29,13 @@ Prints a table and writes ``bench-results/pipeline_<scale>_<time>.json``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +56,11 @@ DAG_ID = "ecommerce_elt"
 STAGES = ("health", "extraction", "dbt", "docs", "notify")
 CLEARED_MODEL = "fct_orders"  # the retry from the grid: a mart with descendants and tests
 BENCH_ROOT = REPO_ROOT / ".local" / "bench"
+# Airflow and dbt in one environment, for the DBT_RUNNER comparison only (never the image's .venv):
+# the Snowflake connector is left for the resolver, as the pin in requirements.txt needs a newer
+# certifi than dbt-snowflake allows.
+RUNNER_VENV = REPO_ROOT / ".local" / "runner-venv"
+RUNNER_REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "requirements-dbt.txt")
 
 
 def stage_of(task_id: str) -> str:
@@ -268,6 +279,7 @@ class BenchReport:
     memory: dict[str, object] = field(default_factory=dict)
     retry: dict[str, float] = field(default_factory=dict)  # clear one model with downstream
     curve: list[dict[str, float]] = field(default_factory=list)
+    dbt_runner: list[dict] = field(default_factory=list)  # runs 1 and 2 with InvocationMode.DBT_RUNNER
 
     def floor(self, run: str) -> float:
         """The pipeline's floor: the same work done by the plain tools, back to back."""
@@ -278,7 +290,13 @@ class BenchReport:
     def ratios(self) -> dict[str, float]:
         full, incremental = self.runs[0], self.runs[1]
         b = self.baselines
+        runner = {
+            f"dbt stage, DBT_RUNNER / plain dbt build ({run['label']})": run["stages"]["dbt"]
+            / b["dbt build --full-refresh" if run["label"] == "full" else "dbt build"]
+            for run in self.dbt_runner
+        }
         return {
+            **runner,
             "dbt stage / plain dbt build (full)": full.stages["dbt"] / b["dbt build --full-refresh"],
             "dbt stage / plain dbt build (incremental)": incremental.stages["dbt"] / b["dbt build"],
             "extraction stage / psql COPY pipe": full.stages["extraction"] / b["psql COPY pipe (4 tables)"],
@@ -294,8 +312,11 @@ class BenchReport:
 
 
 class PipelineBench:
-    def __init__(self, scale: str, curve: list[int], root: Path = BENCH_ROOT) -> None:
+    """:param pipeline_only: runs 1 and 2 alone (the DBT_RUNNER comparison's child bench)."""
+
+    def __init__(self, scale: str, curve: list[int], root: Path = BENCH_ROOT, pipeline_only: bool = False) -> None:
         self.scale = scale
+        self.pipeline_only = pipeline_only
         self.root = root / scale
         dags_folder = self._dags_folder()
         self.curve = [CurveProject.prepare(factor, self.root / "curve", dags_folder) for factor in curve]
@@ -335,6 +356,8 @@ class PipelineBench:
             )
             incremental = self._pipeline_run("incremental")
             self.report.runs.append(incremental)
+            if self.pipeline_only:
+                return self.report
             self.report.memory = memory.summary()
             self._name_largest_task()
             self.report.retry = self._retry_from_grid(incremental.run_id)
@@ -509,6 +532,43 @@ from include.orchestration.transform import transform_dag
 '''
 
 
+def ensure_runner_venv() -> Path:
+    """The DBT_RUNNER comparison's virtualenv (installed again when the requirements change)."""
+    texts = [(REPO_ROOT / name).read_text() for name in RUNNER_REQUIREMENTS]
+    wanted = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    stamp = RUNNER_VENV / ".requirements.sha256"
+    python = RUNNER_VENV / "bin" / "python"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    say(f"installing {RUNNER_VENV.relative_to(REPO_ROOT)} (Airflow, the providers and dbt in one environment)")
+    subprocess.run([sys.executable, "-m", "venv", str(RUNNER_VENV)], check=True)
+    requirements = RUNNER_VENV / "requirements.txt"
+    requirements.write_text(
+        "\n".join(
+            line for text in texts for line in text.splitlines() if not line.startswith("snowflake-connector-python")
+        )
+    )
+    uv = Path(sys.executable).parent / "uv"
+    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(python), "-r", str(requirements)], check=True)
+    # as scripts/bootstrap.sh does for .venv: task processes must not recompile their imports
+    subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0", str(RUNNER_VENV / "lib")], check=False)
+    stamp.write_text(wanted)
+    return python
+
+
+def dbt_runner_runs(scale: str) -> list[dict]:
+    """Runs 1 and 2 on a fresh stack of the runner virtualenv, dbt in-process in the producer."""
+    python = ensure_runner_venv()
+    root = BENCH_ROOT / "dbt_runner"
+    shutil.rmtree(root / scale, ignore_errors=True)
+    env = {**os.environ, "ECOMMERCE_DBT_INVOCATION_MODE": "dbt_runner"}
+    out = root / f"runs_{scale}.json"
+    command = [str(python), "-m", "dev.bench", "--scale", scale, "--root", str(root), "--pipeline-only", str(out)]
+    say("DBT_RUNNER: runs 1 and 2 on a second stack ...")
+    subprocess.run(command, env=env, cwd=REPO_ROOT, check=True)
+    return json.loads(out.read_text())
+
+
 def _parse_times(dag_file: Path, repeat: int = 3) -> dict[str, float]:
     empty_s, pipeline_s = empty_dag_seconds(repeat), parse_seconds(dag_file, repeat)
     say(f"parse: empty {empty_s:.2f}s, {dag_file.name} {pipeline_s:.2f}s")
@@ -526,6 +586,10 @@ def table(report: BenchReport) -> str:
     for run in report.runs:
         cells = " ".join(f"{run.stages.get(s, 0.0):>9.1f}s" for s in STAGES)
         lines.append(f"{run.label:<12} {run.total_s:>6.1f}s {cells} {run.tasks:>6} {run.peak_task_processes:>10}")
+    for run in report.dbt_runner:
+        cells = " ".join(f"{run['stages'].get(s, 0.0):>9.1f}s" for s in STAGES)
+        label = f"{run['label']} (runner)"
+        lines.append(f"{label:<12} {run['total_s']:>6.1f}s {cells} {run['tasks']:>6} {run['peak_task_processes']:>10}")
     lines += ["", "baselines (same data, same session):"]
     lines += [f"  {name:<28} {seconds:>7.1f}s" for name, seconds in report.baselines.items()]
     lines += ["", "ratios:"]
@@ -569,10 +633,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="small", choices=("small", "medium", "large"))
     parser.add_argument("--models-curve", default="", help="replication factors of the dbt models, e.g. 1,4,16")
+    parser.add_argument("--dbt-runner", action="store_true", help="also runs 1 and 2 with InvocationMode.DBT_RUNNER")
+    parser.add_argument("--pipeline-only", type=Path, help=argparse.SUPPRESS)  # the DBT_RUNNER child: runs JSON
+    parser.add_argument("--root", type=Path, default=BENCH_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args()
     curve = [int(f) for f in args.models_curve.split(",") if f]
-    shutil.rmtree(BENCH_ROOT / args.scale, ignore_errors=True)  # a fresh stack: the first run is a full load
+    shutil.rmtree(args.root / args.scale, ignore_errors=True)  # a fresh stack: the first run is a full load
+    if args.pipeline_only:
+        report = PipelineBench(args.scale, [], args.root, pipeline_only=True).run()
+        args.pipeline_only.write_text(json.dumps([asdict(run) for run in report.runs], default=str))
+        return
     report = PipelineBench(args.scale, curve).run()
+    if args.dbt_runner:
+        report.dbt_runner = dbt_runner_runs(args.scale)
     print("\n" + table(report))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"pipeline_{args.scale}_{time.strftime('%Y%m%dT%H%M%S')}.json"

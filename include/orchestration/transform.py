@@ -70,9 +70,11 @@ class TransformSettings:
     consumers_start_from_trigger: bool = True
 
 
-# ECOMMERCE_CONSUMERS_START_FROM_TRIGGER=false: the switch from outside (the benchmark's comparison).
+# The switches from outside (the benchmark's comparisons): ECOMMERCE_CONSUMERS_START_FROM_TRIGGER=false,
+# and ECOMMERCE_DBT_INVOCATION_MODE=dbt_runner (dbt-core installed in Airflow's own environment).
 SETTINGS = TransformSettings(
-    consumers_start_from_trigger=os.environ.get("ECOMMERCE_CONSUMERS_START_FROM_TRIGGER", "true").lower() != "false"
+    consumers_start_from_trigger=os.environ.get("ECOMMERCE_CONSUMERS_START_FROM_TRIGGER", "true").lower() != "false",
+    invocation_mode=InvocationMode(os.environ.get("ECOMMERCE_DBT_INVOCATION_MODE", InvocationMode.SUBPROCESS.value)),
 )
 
 
