@@ -646,7 +646,10 @@ def main() -> None:
     runner_python = ensure_runner_venv() if args.dbt_runner else None  # before the long part
     report = PipelineBench(args.scale, curve).run()
     if runner_python is not None:
-        report.dbt_runner = dbt_runner_runs(args.scale, runner_python)
+        try:
+            report.dbt_runner = dbt_runner_runs(args.scale, runner_python)
+        except subprocess.CalledProcessError as error:  # the main report stands without the comparison
+            say(f"DBT_RUNNER comparison failed ({error}); its stack's logs are in {BENCH_ROOT / 'dbt_runner'}")
     print("\n" + table(report))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"pipeline_{args.scale}_{time.strftime('%Y%m%dT%H%M%S')}.json"
