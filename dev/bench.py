@@ -277,7 +277,7 @@ class BenchReport:
     baselines: dict[str, float] = field(default_factory=dict)
     parse: dict[str, float] = field(default_factory=dict)
     memory: dict[str, object] = field(default_factory=dict)
-    retry: dict[str, float] = field(default_factory=dict)  # clear one model with downstream
+    retry: dict = field(default_factory=dict)  # clear one model with downstream: seconds, tasks, timeline
     curve: list[dict[str, float]] = field(default_factory=list)
     dbt_runner: list[dict] = field(default_factory=list)  # runs 1 and 2 with InvocationMode.DBT_RUNNER
 
@@ -428,9 +428,12 @@ class PipelineBench:
         seconds = time.perf_counter() - started
         if state != "success":
             raise RuntimeError(f"the cleared run {run_id} ended {state}: see {self.stack.layout.logs_dir}")
-        cleared = [ti for ti in task_instances(self.base_url, DAG_ID, run_id) if (ti.get("try_number") or 0) > 1]
+        instances = task_instances(self.base_url, DAG_ID, run_id)
+        cleared = [ti for ti in instances if (ti.get("try_number") or 0) > 1]
         say(f"clear {task_id} with downstream: {seconds:.1f}s, {len(cleared)} tasks reran")
-        return {"cleared_tasks": len(cleared), "seconds": round(seconds, 1)}
+        run = api(self.base_url, "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")  # restarted by the clear
+        timeline = RunTiming.of("clear", run, cleared).timeline  # (JSON only: where the time goes)
+        return {"cleared_tasks": len(cleared), "seconds": round(seconds, 1), "timeline": timeline}
 
     def _baselines(self) -> None:
         from include.orchestration.dbt_cli import run_dbt
@@ -552,7 +555,9 @@ def ensure_runner_venv() -> Path:
     uv = Path(sys.executable).parent / "uv"
     subprocess.run([str(uv), "pip", "install", "-q", "--python", str(python), "-r", str(requirements)], check=True)
     # as scripts/bootstrap.sh does for .venv: task processes must not recompile their imports
-    subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0", str(RUNNER_VENV / "lib")], check=False)
+    # (some packages ship templates that are not Python 3; compileall reports them and goes on)
+    compile_all = [str(python), "-m", "compileall", "-q", "-j", "0", str(RUNNER_VENV / "lib")]
+    subprocess.run(compile_all, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     stamp.write_text(wanted)
     return python
 
@@ -561,7 +566,9 @@ def dbt_runner_runs(scale: str, python: Path) -> list[dict]:
     """Runs 1 and 2 on a fresh stack of the runner virtualenv (``python``), dbt in-process in the producer."""
     root = BENCH_ROOT / "dbt_runner"
     shutil.rmtree(root / scale, ignore_errors=True)
-    env = {**os.environ, "ECOMMERCE_DBT_INVOCATION_MODE": "dbt_runner"}
+    # (not the Connections this process set for its baselines: they name its own, stopped, stack)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW_CONN_")}
+    env["ECOMMERCE_DBT_INVOCATION_MODE"] = "dbt_runner"
     out = root / f"runs_{scale}.json"
     command = [str(python), "-m", "dev.bench", "--scale", scale, "--root", str(root), "--pipeline-only", str(out)]
     say("DBT_RUNNER: runs 1 and 2 on a second stack ...")
