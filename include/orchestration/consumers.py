@@ -463,8 +463,13 @@ class ConsumerMixin:
         task's own node did; each follower reports its own node."""
         ti = context["ti"]
         producer = context["dag"].get_task(self.producer_task_id)
-        tests_per_model = getattr(producer, "tests_per_model", None) or {}
         tasks = [self, *followers]
+        # A test on several models has its own task, which reads the aggregate of its node alone:
+        # listed as its own "model" here, the parser publishes that aggregate for it too.
+        tests_per_model = {
+            **(getattr(producer, "tests_per_model", None) or {}),
+            **{task.model_unique_id: [task.model_unique_id] for task in tasks if _is_detached_test(task)},
+        }
         selectors = sorted({selector for task in tasks for selector in task._selected_nodes(tests_per_model)})
         for task in tasks:  # no result of an earlier build may be read as this one's
             safe_xcom_push(ti, _status_key(task), None if task.is_test_sensor else {"status": None, "outlet_uris": []})
@@ -719,9 +724,14 @@ def _status_key(task: ConsumerMixin) -> str:
 
 
 def _in_cleared_builds(task: Any) -> bool:
-    """A model's task or its tests' task; a test on several models (its own task, no aggregate
-    result to read) keeps running itself."""
-    return isinstance(task, (ModelConsumer, TestConsumer)) and not task.model_unique_id.startswith("test.")
+    """A model's task or its tests' task can lead a cleared build; a cleared test on several models
+    (its own task) is built by its models' leader, or runs itself."""
+    return isinstance(task, (ModelConsumer, TestConsumer)) and not _is_detached_test(task)
+
+
+def _is_detached_test(task: Any) -> bool:
+    """The task of a test on several models (Cosmos's detached test: its node is the test)."""
+    return isinstance(task, TestConsumer) and task.model_unique_id.startswith("test.")
 
 
 def _ticket_covers(ticket: Any, task_id: str, run_started: float | str) -> bool:

@@ -282,3 +282,34 @@ def test_consumers_pass_their_upstream_tasks_and_the_runs_start_to_their_trigger
     assert parents and kwargs["parent_models"] == parents
     tests = dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.test"].start_trigger_args.trigger_kwargs
     assert tests["parent_models"] == ["model.ecommerce.fct_orders"]
+
+
+def test_a_cleared_build_selects_and_publishes_a_test_on_several_models(rendered: tuple[dict, DAG]) -> None:
+    """A test on several models has its own task, which reads the aggregate of its node alone: the
+    cleared build lists it as its own "model", so it is selected and its aggregate is published."""
+    from cosmos.operators._watcher.aggregation import (
+        get_tests_status_xcom_key,
+        push_test_result_or_aggregate,
+    )
+
+    from include.orchestration.consumers import _in_cleared_builds, _is_detached_test, _status_key
+
+    _, dag = rendered
+    task = dag.task_dict[f"{TRANSFORM_GROUP_ID}.assert_daily_revenue_matches_fct_orders_test"]
+    assert _is_detached_test(task) and not _in_cleared_builds(task)  # built by its models' leader
+    assert not _is_detached_test(dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.test"])
+    uid = task.model_unique_id
+    assert task._selected_nodes({}) == []  # nothing to select from the producer's map alone
+    mapping = {uid: [uid]}
+    assert task._selected_nodes(mapping) == ["assert_daily_revenue_matches_fct_orders"]
+
+    class _TaskInstance:  # records what Cosmos's parser would push as XComs
+        def __init__(self) -> None:
+            self.pushed: dict[str, object] = {}
+
+        def xcom_push(self, key: str, value: object) -> None:
+            self.pushed[key] = value
+
+    ti = _TaskInstance()
+    push_test_result_or_aggregate(uid, "pass", mapping, {}, ti)
+    assert _status_key(task) == get_tests_status_xcom_key(uid) and ti.pushed == {_status_key(task): "pass"}
