@@ -39,7 +39,8 @@ triggerer builds a runtime task instance and renders the trigger kwargs that are
 
 All consumers of a run wait in one triggerer process, and every lookup is a call through the
 triggerer's supervisor to Airflow's Execution API and the metadata database, so their lookups are kept
-few: the producer's state is looked up once per interval for all of them (:data:`_PRODUCER_STATES`);
+few: the producer's state (and in a clear, the leader's ticket) is looked up once per interval for
+all of them (:data:`_SHARED_LOOKUPS`);
 a node's result with Cosmos's own XCom lookup but without its log line per lookup, and only once
 the results of its parent models have been read (dbt builds a node after its parents,
 :data:`_SEEN_NODES`), so only the consumers of what dbt can be building look anything up; and the dbt
@@ -62,7 +63,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,9 +104,9 @@ NODES_DONE_TASK_ID = "nodes_done"
 _FINAL_STATES = frozenset({"success", "failed", "upstream_failed", "skipped", "removed"})
 _NOT_SUCCEEDED = frozenset({"failed", "upstream_failed", "skipped"})
 _BUILDER_TYPES = ("ModelConsumer", "TestConsumer")  # the tasks a cleared build's leader can be
-# The producer's state per (event loop, DAG, run, producer): when it was looked up, and the lookup.
-# Every consumer of a run polls it; one lookup per interval serves them all.
-_PRODUCER_STATES: dict[tuple[int, str, str, str], tuple[float, asyncio.Future[str | None]]] = {}
+# Lookups every consumer of a run makes (the producer's state; a cleared build's tickets), per
+# (event loop, DAG, run, what): when it was looked up, and the lookup. One per interval serves them all.
+_SHARED_LOOKUPS: dict[tuple[Any, ...], tuple[float, asyncio.Future[Any]]] = {}
 _PRODUCER_STATE_MAX_AGE_S = 1.0
 # A consumer whose parent models have no result here yet looks its own node up once per this many
 # intervals: a parent's consumer may wait in another triggerer process, whose reads are not seen here.
@@ -302,14 +303,20 @@ class ConsumerTrigger(WatcherTrigger):
         """The producer's state, looked up at most once per :data:`_PRODUCER_STATE_MAX_AGE_S` for
         all consumers of the run. A state read a moment ago is still safe to act on: the producer
         publishes a node's result before it ends, and Cosmos reads the node after the state."""
-        key = (id(asyncio.get_running_loop()), self.dag_id, str(self.run_id), self.producer_task_id)
+        key = (self.dag_id, str(self.run_id), "state", self.producer_task_id)
+        return await self._shared_lookup(key, super()._get_producer_task_status)
+
+    async def _shared_lookup(self, key: tuple[Any, ...], lookup: Callable[[], Awaitable[Any]]) -> Any:
+        """``lookup()``'s result, shared by the consumers of this process that ask for ``key``
+        within :data:`_PRODUCER_STATE_MAX_AGE_S` (or the poke interval, if shorter)."""
+        key = (id(asyncio.get_running_loop()), *key)
         now = time.monotonic()
-        cached = _PRODUCER_STATES.get(key)
+        cached = _SHARED_LOOKUPS.get(key)
         if cached is None or now - cached[0] > min(_PRODUCER_STATE_MAX_AGE_S, float(self.poke_interval)):
-            for stale in [k for k, (when, _) in _PRODUCER_STATES.items() if now - when > 60]:
-                del _PRODUCER_STATES[stale]
-            cached = (now, asyncio.ensure_future(super()._get_producer_task_status()))
-            _PRODUCER_STATES[key] = cached
+            for stale in [k for k, (when, _) in _SHARED_LOOKUPS.items() if now - when > 60]:
+                del _SHARED_LOOKUPS[stale]
+            cached = (now, asyncio.ensure_future(lookup()))
+            _SHARED_LOOKUPS[key] = cached
         return await asyncio.shield(cached[1])
 
     async def _cleared_build_event(self, candidates: Sequence[str] | None = None) -> TriggerEvent | None:
@@ -330,17 +337,23 @@ class ConsumerTrigger(WatcherTrigger):
         return TriggerEvent({**self._build_success_event(compiled_sql), CLEARED_BUILD_KEY: ticket})
 
     async def _find_ticket(self, candidates: Sequence[str]) -> dict[str, Any] | None:
-        """The ticket of this clear listing this task, from the first candidate that holds one."""
-        producer = self.producer_task_id
-        try:
-            for candidate in candidates:
-                self.producer_task_id = candidate
-                ticket = await self.get_xcom_val(CLEARED_BUILD_KEY)
-                if _ticket_covers(ticket, getattr(self, "task_id", ""), self.run_started):  # set with task_instance
-                    self._ticket = ticket
-                    return ticket
-        finally:
-            self.producer_task_id = producer
+        """The ticket of this clear listing this task, from the first candidate that holds one (each
+        candidate's looked up once per interval for all the cleared tasks that share it)."""
+        from airflow.sdk.execution_time.xcom import XCom
+
+        for candidate in candidates:
+            lookup = functools.partial(
+                sync_to_async(XCom.get_one),
+                run_id=str(self.run_id),
+                key=CLEARED_BUILD_KEY,
+                task_id=candidate,
+                dag_id=self.dag_id,
+                map_index=self.map_index,
+            )
+            ticket = await self._shared_lookup((self.dag_id, str(self.run_id), "ticket", candidate), lookup)
+            if _ticket_covers(ticket, getattr(self, "task_id", ""), self.run_started):  # set with task_instance
+                self._ticket = ticket
+                return ticket
         return None
 
     def _ending(self, event: TriggerEvent) -> TriggerEvent:

@@ -147,3 +147,30 @@ def test_a_consumer_does_not_wait_for_dbts_version_banner() -> None:
     started; the consumer's only lookups are for its node."""
     asyncio.run(asyncio.wait_for(_trigger("run_d")._log_startup_events(), timeout=5))  # Cosmos's waits on
     assert _CountingLookup.lookups == []
+
+
+def test_the_cleared_tasks_of_a_run_share_their_lookups_of_a_tickets_candidates(monkeypatch: Any) -> None:
+    """In a clear every cleared task looks for the leader's ticket on its ancestors; one lookup of a
+    candidate per interval serves them all (``XCom.get_one`` counted here in place of the API)."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    looked_up: list[str] = []
+    ticket = {"leader": "transform.fct_orders.run", "run_started": 1.0, "tasks": []}
+
+    def get_one(*, task_id: str, **_: Any) -> Any:
+        looked_up.append(task_id)
+        return ticket if task_id == "transform.fct_orders.run" else None
+
+    monkeypatch.setattr(XCom, "get_one", staticmethod(get_one))
+    candidates = ["transform.stg_orders.run", "transform.fct_orders.run"]
+
+    async def clear() -> list[Any]:
+        triggers = [_trigger("run_i", f"model.ecommerce.m{i}", run_started=1.0) for i in range(20)]
+        for i, trigger in enumerate(triggers):
+            trigger.task_id = f"transform.m{i}.run"
+            ticket["tasks"].append(trigger.task_id)
+        return await asyncio.gather(*(t._find_ticket(candidates) for t in triggers))
+
+    found = asyncio.run(clear())
+    assert found == [ticket] * 20
+    assert sorted(looked_up) == sorted(candidates)  # not 20 × 2
