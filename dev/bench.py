@@ -29,13 +29,11 @@ Prints a table and writes ``bench-results/pipeline_<scale>_<time>.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -56,11 +54,8 @@ DAG_ID = "ecommerce_elt"
 STAGES = ("health", "extraction", "dbt", "docs", "notify")
 CLEARED_MODEL = "fct_orders"  # the retry from the grid: a mart with descendants and tests
 BENCH_ROOT = REPO_ROOT / ".local" / "bench"
-# Airflow and dbt in one environment, for the DBT_RUNNER comparison only (never the image's .venv):
-# the Snowflake connector is left for the resolver, as the pin in requirements.txt needs a newer
-# certifi than dbt-snowflake allows.
+# Airflow and dbt in one environment, for the DBT_RUNNER comparison only (scripts/bootstrap.sh).
 RUNNER_VENV = REPO_ROOT / ".local" / "runner-venv"
-RUNNER_REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "requirements-dbt.txt")
 
 
 def stage_of(task_id: str) -> str:
@@ -536,30 +531,9 @@ from include.orchestration.transform import transform_dag
 
 
 def ensure_runner_venv() -> Path:
-    """The DBT_RUNNER comparison's virtualenv (installed again when the requirements change)."""
-    texts = [(REPO_ROOT / name).read_text() for name in RUNNER_REQUIREMENTS]
-    wanted = hashlib.sha256("\n".join(texts).encode()).hexdigest()
-    stamp = RUNNER_VENV / ".requirements.sha256"
-    python = RUNNER_VENV / "bin" / "python"
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    say(f"installing {RUNNER_VENV.relative_to(REPO_ROOT)} (Airflow, the providers and dbt in one environment)")
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(RUNNER_VENV)], check=True)
-    requirements = RUNNER_VENV / "requirements.txt"
-    requirements.write_text(
-        "\n".join(
-            line for text in texts for line in text.splitlines() if not line.startswith("snowflake-connector-python")
-        )
-    )
-    uv = Path(sys.executable).parent / "uv"
-    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(python), "-r", str(requirements)], check=True)
-    # as scripts/bootstrap.sh does for .venv: task processes must not recompile their imports
-    # (some packages ship templates that are not Python 3; compileall reports them and goes on)
-    compile_all = [str(python), "-m", "compileall", "-q", "-j", "0", str(RUNNER_VENV / "lib")]
-    subprocess.run(compile_all, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    stamp.write_text(wanted)
-    return python
+    """The DBT_RUNNER comparison's virtualenv, made (or refreshed) by the project's bootstrap."""
+    subprocess.run([str(REPO_ROOT / "scripts" / "bootstrap.sh"), "--dbt-runner-venv"], check=True)
+    return RUNNER_VENV / "bin" / "python"
 
 
 def dbt_runner_runs(scale: str, python: Path) -> list[dict]:

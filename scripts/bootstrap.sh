@@ -53,3 +53,12 @@ ensure_venv .venv-dbt requirements-dbt.txt requirements-lint.txt
 # The project's own modules too (quick; only changed files are recompiled), so task processes and
 # benchmarks do not recompile them on every start.
 .venv/bin/python -m compileall -q include dags plugins tests >/dev/null
+
+# `make bench DBT_RUNNER=1` only: Airflow, the providers and dbt in one environment, for the
+# in-process dbt comparison (never the image's). The Snowflake connector is left to the resolver:
+# the pin in requirements.txt needs a newer certifi than dbt-snowflake allows.
+if [ "${1:-}" = "--dbt-runner-venv" ]; then
+  mkdir -p .local
+  grep -v '^snowflake-connector-python' requirements.txt > .local/runner-requirements.txt
+  ensure_venv .local/runner-venv .local/runner-requirements.txt requirements-dev.txt requirements-dbt.txt
+fi

@@ -107,7 +107,7 @@ _BUILDER_TYPES = ("ModelConsumer", "TestConsumer")  # the tasks a cleared build'
 # Lookups every consumer of a run makes (the producer's state; a cleared build's tickets), per
 # (event loop, DAG, run, what): when it was looked up, and the lookup. One per interval serves them all.
 _SHARED_LOOKUPS: dict[tuple[Any, ...], tuple[float, asyncio.Future[Any]]] = {}
-_PRODUCER_STATE_MAX_AGE_S = 1.0
+_SHARED_LOOKUP_MAX_AGE_S = 1.0
 # A consumer whose parent models have no result here yet looks its own node up once per this many
 # intervals: a parent's consumer may wait in another triggerer process, whose reads are not seen here.
 _GATED_LOOKUP_INTERVALS = 5
@@ -300,7 +300,7 @@ class ConsumerTrigger(WatcherTrigger):
         """dbt's version banner is in the producer's log; Cosmos's trigger waits for it first."""
 
     async def _get_producer_task_status(self) -> str | None:
-        """The producer's state, looked up at most once per :data:`_PRODUCER_STATE_MAX_AGE_S` for
+        """The producer's state, looked up at most once per :data:`_SHARED_LOOKUP_MAX_AGE_S` for
         all consumers of the run. A state read a moment ago is still safe to act on: the producer
         publishes a node's result before it ends, and Cosmos reads the node after the state."""
         key = (self.dag_id, str(self.run_id), "state", self.producer_task_id)
@@ -308,11 +308,11 @@ class ConsumerTrigger(WatcherTrigger):
 
     async def _shared_lookup(self, key: tuple[Any, ...], lookup: Callable[[], Awaitable[Any]]) -> Any:
         """``lookup()``'s result, shared by the consumers of this process that ask for ``key``
-        within :data:`_PRODUCER_STATE_MAX_AGE_S` (or the poke interval, if shorter)."""
+        within :data:`_SHARED_LOOKUP_MAX_AGE_S` (or the poke interval, if shorter)."""
         key = (id(asyncio.get_running_loop()), *key)
         now = time.monotonic()
         cached = _SHARED_LOOKUPS.get(key)
-        if cached is None or now - cached[0] > min(_PRODUCER_STATE_MAX_AGE_S, float(self.poke_interval)):
+        if cached is None or now - cached[0] > min(_SHARED_LOOKUP_MAX_AGE_S, float(self.poke_interval)):
             for stale in [k for k, (when, _) in _SHARED_LOOKUPS.items() if now - when > 60]:
                 del _SHARED_LOOKUPS[stale]
             cached = (now, asyncio.ensure_future(lookup()))

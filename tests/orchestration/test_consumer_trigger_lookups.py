@@ -131,7 +131,7 @@ def test_all_consumers_of_a_run_share_one_lookup_of_the_producer_state_per_inter
 
 
 def test_a_state_older_than_its_maximum_age_is_looked_up_again(monkeypatch: Any) -> None:
-    monkeypatch.setattr(consumers, "_PRODUCER_STATE_MAX_AGE_S", 0.0)
+    monkeypatch.setattr(consumers, "_SHARED_LOOKUP_MAX_AGE_S", 0.0)
 
     async def poll_twice() -> None:
         trigger = _trigger("run_c")
