@@ -7,7 +7,7 @@ Both the pipeline's task group (``dags/ecommerce_elt.py``) and the transform-onl
   never runs dbt; :func:`require_manifest` refuses a missing or stale manifest by name;
 - profile: the run's warehouse Connection (:class:`RunWarehouseProfileMapping`);
 - render: tests after each model (a failing test stops that model's descendants only), sources as
-  freshness-check tasks;
+  freshness-check tasks, checked by the producer before its build (:mod:`include.orchestration.freshness`);
 - execution: dbt from its own virtualenv; retries and timeouts per node type from policies.yml;
 - consumers: each model/test/source task starts and, on the happy path, ends in the triggerer, all
   of them released at the stage's start and gated by the build's results rather than by their
@@ -38,6 +38,7 @@ from cosmos.constants import (
 )
 
 from include.orchestration.consumers import ConsumerOptions, node_converters, release_at_stage_start
+from include.orchestration.freshness import check_before_build
 from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, project_names, require_manifest
 from include.orchestration.policies import task_policy
 from include.orchestration.profiles import RunWarehouseProfileMapping
@@ -68,12 +69,22 @@ class TransformSettings:
     # slot per waiting sensor), as before. Neither defers from a worker:
     # a resumed deferral can fail on a stale executor event (apache/airflow#72716, #71580).
     consumers_start_from_trigger: bool = True
+    # The producer checks source freshness itself before its build (include/orchestration/freshness.py),
+    # with the project's thresholds; False: Cosmos's pre-step, a `dbt source freshness` of its own
+    # (a second dbt start-up and parse before the build).
+    freshness_in_producer: bool = True
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "true").lower() != "false"
 
 
 # The switches from outside (the benchmark's comparisons): ECOMMERCE_CONSUMERS_START_FROM_TRIGGER=false,
-# and ECOMMERCE_DBT_INVOCATION_MODE=dbt_runner (dbt-core installed in Airflow's own environment).
+# ECOMMERCE_FRESHNESS_IN_PRODUCER=false, and ECOMMERCE_DBT_INVOCATION_MODE=dbt_runner (dbt-core
+# installed in Airflow's own environment).
 SETTINGS = TransformSettings(
-    consumers_start_from_trigger=os.environ.get("ECOMMERCE_CONSUMERS_START_FROM_TRIGGER", "true").lower() != "false",
+    consumers_start_from_trigger=_env_flag("ECOMMERCE_CONSUMERS_START_FROM_TRIGGER"),
+    freshness_in_producer=_env_flag("ECOMMERCE_FRESHNESS_IN_PRODUCER"),
     invocation_mode=InvocationMode(os.environ.get("ECOMMERCE_DBT_INVOCATION_MODE", InvocationMode.SUBPROCESS.value)),
 )
 
@@ -118,6 +129,12 @@ def render_config(settings: TransformSettings = SETTINGS) -> RenderConfig:
         base,
         node_converters=node_converters(base, consumer_options(settings)),
         node_conversion_by_task_group=False,  # Cosmos keeps building each model's group; we build its tasks
+        # Cosmos adds its `dbt source freshness` pre-step to the producer whenever it renders sources; it
+        # renders none here, but hands every source node to the converter above (a type it does not
+        # render goes to its converter), which builds the same source tasks from `base`.
+        source_rendering_behavior=(
+            SourceRenderingBehavior.NONE if settings.freshness_in_producer else base.source_rendering_behavior
+        ),
     )
 
 
@@ -148,12 +165,15 @@ def consumer_options(settings: TransformSettings = SETTINGS) -> ConsumerOptions:
 
 
 def execution_config(settings: TransformSettings = SETTINGS) -> ExecutionConfig:
+    producer_args = task_policy("dbt_build").operator_kwargs()
+    if settings.freshness_in_producer:
+        producer_args["pre_execute"] = check_before_build
     return ExecutionConfig(
         execution_mode=settings.execution_mode,
         invocation_mode=settings.invocation_mode,
         dbt_executable_path=str(dbt_executable()),
         # the producer's policy over the group's operator_args (Cosmos creates that task itself)
-        setup_operator_args=task_policy("dbt_build").operator_kwargs(),
+        setup_operator_args=producer_args,
     )
 
 

@@ -428,6 +428,46 @@ def test_a_failed_test_cleared_after_its_data_is_fixed_runs_its_descendants_and_
     assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
 
 
+@pytest.fixture
+def stale_marketing_spend(stack: LocalStack) -> Iterator[None]:
+    """Every marketing spend row loaded 30 hours earlier than it was: past the source's error_after
+    (24 h); no new delivery lands, so the run's extraction merges nothing into it."""
+    with psycopg.connect(stack.warehouse_dsn()) as conn:
+        conn.execute("UPDATE raw.marketing_spend SET _loaded_at = _loaded_at - interval '30 hours'")
+    yield
+    with psycopg.connect(stack.warehouse_dsn()) as conn:
+        conn.execute("UPDATE raw.marketing_spend SET _loaded_at = _loaded_at + interval '30 hours'")
+
+
+def test_a_stale_source_fails_its_task_and_leaves_out_what_reads_only_it(
+    stack: LocalStack, stale_marketing_spend: None
+) -> None:
+    """The producer's own freshness check (no `dbt source freshness` before the build): the stale
+    source's task fails (its retry runs dbt's own check, which agrees) and alerts; the model that
+    reads only it is left out of the build, with its tests; what also reads fresh data still runs."""
+    run_id, state, states = run_pipeline(stack)
+
+    assert state == "failed"
+    assert states["transform.raw_marketing_spend.source"] == "failed"
+    assert states["transform.stg_marketing_spend.run"] == "skipped"
+    assert states["transform.stg_marketing_spend.test"] == "skipped"
+    for task in ("transform.fct_marketing_performance.run", "transform.raw_customers.source"):
+        assert states[task] == "success", task
+    for model in set(UNRELATED_MODELS) - {"stg_marketing_spend"}:
+        assert states[f"transform.{model}.run"] == "success", model
+    producer_log = next(
+        Path(stack.layout.logs_dir).rglob(f"run_id={run_id}/task_id=transform.dbt_producer_watcher/attempt=1.log")
+    ).read_text()
+    assert "source raw.marketing_spend: error" in producer_log and "dbt source freshness" not in producer_log
+    source_logs = "".join(
+        path.read_text()
+        for path in Path(stack.layout.logs_dir).rglob(f"run_id={run_id}/task_id=transform.raw_marketing_spend.source/*")
+    )
+    assert "ERROR STALE freshness of raw.marketing_spend" in source_logs  # dbt's own check, on the retry
+    failures = [m["text"] for m in slack_messages(stack, run_id) if "failed" in m["text"]]
+    assert any("raw_marketing_spend.source" in text for text in failures), failures
+
+
 def secret_forms(stack: LocalStack) -> dict[str, str]:
     """Every connection password, as written and URL-encoded (how a URI or a query string carries it)."""
     passwords = [c.password for c in stack.settings.connections if c.password and len(c.password) >= 6]

@@ -106,6 +106,10 @@ class Warehouse(ABC):
         """A new DB-API connection on the warehouse's Connection (closing it twice is harmless)."""
 
     @abstractmethod
+    def relation(self, schema: str, identifier: str) -> str:
+        """``schema.identifier`` as dbt's default quoting for this warehouse writes it in SQL."""
+
+    @abstractmethod
     def session(
         self, batch_id: str, tables: Sequence[RawTable], connection: Any = None
     ) -> AbstractContextManager[WarehouseSession]:

@@ -59,6 +59,9 @@ class PostgresWarehouse(Warehouse):
     def connect(self) -> psycopg.Connection:
         return connect(self.conn_id)
 
+    def relation(self, schema: str, identifier: str) -> str:
+        return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, identifier))  # dbt-postgres quotes
+
     @contextmanager
     def session(
         self, batch_id: str, tables: Sequence[RawTable], connection: psycopg.Connection | None = None

@@ -102,6 +102,9 @@ class SnowflakeWarehouse(Warehouse):
     def connect(self) -> Any:
         return ProtocolAwareSnowflakeHook(snowflake_conn_id=self.conn_id).get_conn()
 
+    def relation(self, schema: str, identifier: str) -> str:
+        return f"{schema}.{identifier}"  # dbt-snowflake does not quote: both fold to upper case
+
     @contextmanager
     def session(self, batch_id: str, tables: Sequence[RawTable], connection: Any = None) -> Iterator[SnowflakeSession]:
         conn = connection or self.connect()
