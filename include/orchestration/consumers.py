@@ -16,9 +16,13 @@ producer reports the node. Only what has to run code goes to a worker, by resumi
   the task resumes as "producer skipped" and Cosmos runs its fallback (``dbt run|test|source
   freshness --select <node>``). The scheduler starts every try from the trigger (it reads the
   serialized operator, not the try), so the trigger decides by the rendered ``try_number``;
-- a node whose task carries outlets (the marts' Assets): a task ended by its trigger emits no asset
-  events (``handle_event_submit`` for ``BaseTaskEndEvent`` only sets the state), so it resumes to
-  succeed on a worker, which emits them.
+- a node whose task carries outlets (the marts' Assets), when the producer cannot emit them: a task
+  ended by its trigger emits no asset events (``handle_event_submit`` for ``BaseTaskEndEvent`` only
+  sets the state). The producer's ``post_execute`` hook (:func:`publish_built_outlets`) emits the
+  outlets of every such task whose node the build succeeded, as its own events through
+  :data:`BUILT_OUTLETS` (the task's id in each event's ``extra``), so the task waits for the producer to
+  end and ends in the triggerer. Only if the producer failed after building the node (another node
+  failed), or in a cleared build, does the task resume to succeed on a worker, which emits them.
 
 **Released at the stage's start, gated by the build.** With triggers, no consumer waits for its
 parents' tasks: :func:`release_at_stage_start` puts an empty task before every consumer (done when
@@ -67,7 +71,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow.sdk import Asset, TriggerRule
+from airflow.sdk import Asset, AssetAlias, TriggerRule
 from airflow.triggers.base import StartTriggerArgs, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 from asgiref.sync import sync_to_async
 from cosmos import RenderConfig
@@ -111,6 +115,8 @@ _SHARED_LOOKUP_MAX_AGE_S = 1.0
 # A consumer whose parent models have no result here yet looks its own node up once per this many
 # intervals: a parent's consumer may wait in another triggerer process, whose reads are not seen here.
 _GATED_LOOKUP_INTERVALS = 5
+# The producer's outlet through which it emits its consumers' outlets (:func:`publish_built_outlets`).
+BUILT_OUTLETS = AssetAlias("dbt_built_outlets")
 
 
 @dataclass
@@ -140,7 +146,8 @@ class ConsumerTrigger(WatcherTrigger):
 
     :param try_number: the task's try; after the first, the task ends with its node's result in a
         cleared build led by an ancestor, or resumes on a worker for Cosmos's fallback run.
-    :param resume_on_success: resume on a worker after a success too (a task with outlets).
+    :param resume_on_success: a task with outlets: after a success, end here only once the producer
+        has succeeded (it emitted them), else resume on a worker, which emits them.
     :param upstream_task_ids: the task's parents in the lineage (not the release task).
     :param released: the task was released at the stage's start, not by its parents' tasks; the
         trigger then decides what the edges would have (see the module docstring).
@@ -190,8 +197,25 @@ class ConsumerTrigger(WatcherTrigger):
                 event = await self._cleared_build_event() or event
             if event.payload.get("status") == EventStatus.FAILED and await self._a_parent_did_not_succeed():
                 event = TaskSkippedEvent()  # dbt skipped the node for its parent's failure
+            elif self._outlets_left_to_the_producer(event) and await self._producer_succeeded():
+                event = TaskSuccessEvent()  # its hook emitted the task's outlets (publish_built_outlets)
             yield self._ending(event)
             return
+
+    def _outlets_left_to_the_producer(self, event: TriggerEvent) -> bool:
+        """A task with outlets whose node the producer's build itself reported a success for
+        (not a cleared build's leader, which emits nothing for its followers)."""
+        payload = event.payload
+        return (
+            self.resume_on_success and payload.get("status") == EventStatus.SUCCESS and CLEARED_BUILD_KEY not in payload
+        )
+
+    async def _producer_succeeded(self) -> bool:
+        """Once the producer has ended: did it succeed? Its outlet events are registered with its
+        state, in the same call, so a success means they are there."""
+        while (state := await self._get_producer_task_status()) not in PRODUCER_FINAL_STATES:
+            await asyncio.sleep(min(_SHARED_LOOKUP_MAX_AGE_S, float(self.poke_interval)))
+        return state == ProducerTaskState.SUCCESS
 
     async def _wait_for_parent_models(self) -> None:
         """Until a consumer of this process has read a result for each parent model, or the
@@ -358,7 +382,7 @@ class ConsumerTrigger(WatcherTrigger):
 
     def _ending(self, event: TriggerEvent) -> TriggerEvent:
         """The event that ends the task here, or Cosmos's event to resume it with on a worker."""
-        if isinstance(event, TaskSkippedEvent):
+        if isinstance(event, (TaskSkippedEvent, TaskSuccessEvent)):
             return event
         status = event.payload.get("status")
         if status == EventStatus.SUCCESS and not self.resume_on_success:
@@ -703,6 +727,31 @@ def release_at_stage_start(tasks: Sequence[Any], dag: Any, task_group: Any = Non
         doc_md="Fails (upstream_failed) when a model, test or source task failed: what follows the stage waits here.",
     )
     release >> released >> done
+
+
+def publish_built_outlets(context: Any, result: Any = None) -> None:
+    """The producer's ``post_execute`` hook: emit the outlets of the consumers that end in the
+    triggerer (which emits none) and whose node this build succeeded, as the producer's events
+    through :data:`BUILT_OUTLETS`, each naming the consumer's task and node in its ``extra``.
+
+    It runs only when the build succeeded; otherwise those consumers resume on a worker and emit
+    their own (:meth:`ConsumerTrigger._producer_succeeded`). A node left out of the build (a stale
+    source) has no successful status and gets no event.
+    """
+    ti, producer = context["ti"], context["task"]
+    events = context["outlet_events"][BUILT_OUTLETS]
+    for task in context["dag"].tasks:
+        if not (isinstance(task, ConsumerMixin) and task.start_from_trigger and task.outlets):
+            continue
+        if task.producer_task_id != producer.task_id:
+            continue
+        status = get_xcom_val(ti, producer.task_id, _status_key(task))
+        if not is_dbt_node_status_success(status.get("status") if isinstance(status, dict) else status):
+            continue
+        for outlet in task.outlets:
+            if isinstance(outlet, Asset):
+                events.add(outlet, extra={"task_id": task.task_id, "dbt_node": task.model_unique_id})
+                producer.log.info("Asset event for %s (%s): %s", task.task_id, task.model_unique_id, outlet.uri)
 
 
 def _parents(task: Any) -> set[str]:

@@ -13,7 +13,8 @@ Both the pipeline's task group (``dags/ecommerce_elt.py``) and the transform-onl
   of them released at the stage's start and gated by the build's results rather than by their
   parents' tasks (:mod:`include.orchestration.consumers`;
   :attr:`TransformSettings.consumers_start_from_trigger`);
-- each mart's task also updates a stable Asset (:data:`MART_ASSETS`) the consumers schedule on.
+- each mart's task also updates a stable Asset (:data:`MART_ASSETS`) the consumers schedule on;
+  the producer emits it when its build succeeded (the mart's task then ends in the triggerer).
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from cosmos.constants import (
     TestBehavior,
 )
 
-from include.orchestration.consumers import ConsumerOptions, node_converters, release_at_stage_start
+from include.orchestration.consumers import (
+    BUILT_OUTLETS,
+    ConsumerOptions,
+    node_converters,
+    publish_built_outlets,
+    release_at_stage_start,
+)
 from include.orchestration.freshness import check_before_build
 from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, project_names, require_manifest
 from include.orchestration.policies import task_policy
@@ -168,6 +175,9 @@ def execution_config(settings: TransformSettings = SETTINGS) -> ExecutionConfig:
     producer_args = task_policy("dbt_build").operator_kwargs()
     if settings.freshness_in_producer:
         producer_args["pre_execute"] = check_before_build
+    if settings.consumers_start_from_trigger:  # the marts' tasks end in the triggerer: it emits their Assets
+        producer_args["post_execute"] = publish_built_outlets
+        producer_args["outlets"] = [BUILT_OUTLETS]
     return ExecutionConfig(
         execution_mode=settings.execution_mode,
         invocation_mode=settings.invocation_mode,

@@ -68,7 +68,7 @@ def test_marts_update_their_assets_and_node_types_get_their_policies(rendered: t
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.run"].retries == 2
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.fct_orders.test"].retries == 1
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher"].retries == 0
-    # a mart resumes on a worker for its Asset beside the build: a pool bounds how many at once
+    # a mart resumes on a worker for its Asset after a failed build: a pool bounds how many at once
     assert {dag.task_dict[f"{TRANSFORM_GROUP_ID}.{mart}.run"].pool for mart in MART_ASSETS} == {"dbt_asset_events"}
     assert dag.task_dict[f"{TRANSFORM_GROUP_ID}.stg_orders.run"].pool == "default_pool"
 
@@ -313,3 +313,80 @@ def test_a_cleared_build_selects_and_publishes_a_test_on_several_models(rendered
     ti = _TaskInstance()
     push_test_result_or_aggregate(uid, "pass", mapping, {}, ti)
     assert _status_key(task) == get_tests_status_xcom_key(uid) and ti.pushed == {_status_key(task): "pass"}
+
+
+def test_the_producer_emits_the_outlets_of_the_tasks_that_end_in_the_triggerer(rendered: tuple[dict, DAG]) -> None:
+    """Its post_execute hook emits, through its alias outlet, the Asset of each mart whose node the
+    build succeeded (the real hook, on the rendered DAG, with the producer's published statuses);
+    a mart left out of the build gets none."""
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from include.orchestration.consumers import BUILT_OUTLETS, publish_built_outlets
+
+    _, dag = rendered
+    producer = dag.task_dict[f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher"]
+    if not SETTINGS.consumers_start_from_trigger:  # the marts' own tasks emit them on a worker
+        assert BUILT_OUTLETS not in producer.outlets
+        return
+    assert BUILT_OUTLETS in producer.outlets and producer._post_execute_hook is publish_built_outlets
+
+    published = {  # what the producer pushed while dbt built (a model's status is a dict)
+        "model__ecommerce__fct_orders_status": {"status": "success", "outlet_uris": []},
+        "model__ecommerce__dim_customers_status": {"status": "success", "outlet_uris": []},
+        "model__ecommerce__fct_daily_revenue_status": "success",
+        "model__ecommerce__fct_marketing_performance_status": "skipped",  # left out: a stale source
+    }
+
+    class ProducerTI:
+        def xcom_pull(self, task_ids: str, key: str) -> object:
+            assert task_ids == producer.task_id
+            return published.get(key)
+
+    events = OutletEventAccessors()
+    publish_built_outlets({"ti": ProducerTI(), "task": producer, "dag": dag, "outlet_events": events})
+    emitted = events[BUILT_OUTLETS].asset_alias_events
+    assert sorted(e.dest_asset_key.uri for e in emitted) == sorted(
+        MART_ASSETS[mart].uri for mart in ("fct_orders", "dim_customers", "fct_daily_revenue")
+    )
+    by_uri = {e.dest_asset_key.uri: e.extra for e in emitted}
+    assert by_uri[MART_ASSETS["fct_orders"].uri] == {
+        "task_id": f"{TRANSFORM_GROUP_ID}.fct_orders.run",
+        "dbt_node": "model.ecommerce.fct_orders",
+    }
+
+
+@pytest.mark.parametrize(("producer_state", "ends_here"), [("success", True), ("failed", False)])
+def test_a_mart_ends_in_the_triggerer_once_the_producer_succeeded_else_resumes(
+    producer_state: str, ends_here: bool
+) -> None:
+    """After its node's success, a task with outlets waits for the producer's end: a success means
+    the producer emitted them (the task ends here); a failed build emitted nothing (it resumes on a
+    worker, which emits them). A cleared build's follower always resumes."""
+    import asyncio
+
+    from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
+
+    from include.orchestration.consumers import CLEARED_BUILD_KEY, ConsumerTrigger
+
+    states = iter(["running", "running", producer_state])
+
+    class Trigger(ConsumerTrigger):
+        async def _get_producer_task_status(self) -> str:  # the state lookup, as the API returns it
+            return next(states)
+
+    trigger = Trigger(
+        model_unique_id="model.p.m",
+        producer_task_id="p",
+        dag_id="d",
+        run_id="r",
+        map_index=-1,
+        poke_interval=0.01,
+        resume_on_success=True,
+    )
+    built = TriggerEvent({"status": "success"})
+    assert trigger._outlets_left_to_the_producer(built)
+    assert not trigger._outlets_left_to_the_producer(TriggerEvent({"status": "success", CLEARED_BUILD_KEY: {}}))
+    assert not trigger._outlets_left_to_the_producer(TriggerEvent({"status": "failed"}))
+    assert asyncio.run(trigger._producer_succeeded()) is ends_here
+    ended = trigger._ending(TaskSuccessEvent() if ends_here else built)
+    assert isinstance(ended, TaskSuccessEvent) is ends_here
