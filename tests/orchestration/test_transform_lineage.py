@@ -364,7 +364,7 @@ def test_a_mart_ends_in_the_triggerer_once_the_producer_succeeded_else_resumes(
     worker, which emits them). A cleared build's follower always resumes."""
     import asyncio
 
-    from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
+    from airflow.triggers.base import TriggerEvent
 
     from include.orchestration.consumers import CLEARED_BUILD_KEY, ConsumerTrigger
 
@@ -388,5 +388,5 @@ def test_a_mart_ends_in_the_triggerer_once_the_producer_succeeded_else_resumes(
     assert not trigger._outlets_left_to_the_producer(TriggerEvent({"status": "success", CLEARED_BUILD_KEY: {}}))
     assert not trigger._outlets_left_to_the_producer(TriggerEvent({"status": "failed"}))
     assert asyncio.run(trigger._producer_succeeded()) is ends_here
-    ended = trigger._ending(TaskSuccessEvent() if ends_here else built)
-    assert isinstance(ended, TaskSuccessEvent) is ends_here
+    if not ends_here:  # Cosmos's own event goes back: the task resumes on a worker and emits its outlets
+        assert trigger._ending(built) is built
