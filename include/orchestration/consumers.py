@@ -112,6 +112,9 @@ _BUILDER_TYPES = ("ModelConsumer", "TestConsumer")  # the tasks a cleared build'
 # (event loop, DAG, run, what): when it was looked up, and the lookup. One per interval serves them all.
 _SHARED_LOOKUPS: dict[tuple[Any, ...], tuple[float, asyncio.Future[Any]]] = {}
 _SHARED_LOOKUP_MAX_AGE_S = 1.0
+# A task with outlets whose node succeeded waits for the producer's end, the stage's last step: for
+# these few tasks, at the very end of the build, it is looked up more often.
+_PRODUCER_END_LOOKUP_S = 0.25
 # A consumer whose parent models have no result here yet looks its own node up once per this many
 # intervals: a parent's consumer may wait in another triggerer process, whose reads are not seen here.
 _GATED_LOOKUP_INTERVALS = 5
@@ -213,8 +216,8 @@ class ConsumerTrigger(WatcherTrigger):
     async def _producer_succeeded(self) -> bool:
         """Once the producer has ended: did it succeed? Its outlet events are registered with its
         state, in the same call, so a success means they are there."""
-        while (state := await self._get_producer_task_status()) not in PRODUCER_FINAL_STATES:
-            await asyncio.sleep(min(_SHARED_LOOKUP_MAX_AGE_S, float(self.poke_interval)))
+        while (state := await self._get_producer_task_status(_PRODUCER_END_LOOKUP_S)) not in PRODUCER_FINAL_STATES:
+            await asyncio.sleep(_PRODUCER_END_LOOKUP_S)
         return state == ProducerTaskState.SUCCESS
 
     async def _wait_for_parent_models(self) -> None:
@@ -323,20 +326,22 @@ class ConsumerTrigger(WatcherTrigger):
     async def _log_startup_events(self) -> None:
         """dbt's version banner is in the producer's log; Cosmos's trigger waits for it first."""
 
-    async def _get_producer_task_status(self) -> str | None:
-        """The producer's state, looked up at most once per :data:`_SHARED_LOOKUP_MAX_AGE_S` for
-        all consumers of the run. A state read a moment ago is still safe to act on: the producer
-        publishes a node's result before it ends, and Cosmos reads the node after the state."""
+    async def _get_producer_task_status(self, max_age_s: float = _SHARED_LOOKUP_MAX_AGE_S) -> str | None:
+        """The producer's state, looked up at most once per ``max_age_s`` for all consumers of the
+        run. A state read a moment ago is still safe to act on: the producer publishes a node's
+        result before it ends, and Cosmos reads the node after the state."""
         key = (self.dag_id, str(self.run_id), "state", self.producer_task_id)
-        return await self._shared_lookup(key, super()._get_producer_task_status)
+        return await self._shared_lookup(key, super()._get_producer_task_status, max_age_s)
 
-    async def _shared_lookup(self, key: tuple[Any, ...], lookup: Callable[[], Awaitable[Any]]) -> Any:
+    async def _shared_lookup(
+        self, key: tuple[Any, ...], lookup: Callable[[], Awaitable[Any]], max_age_s: float = _SHARED_LOOKUP_MAX_AGE_S
+    ) -> Any:
         """``lookup()``'s result, shared by the consumers of this process that ask for ``key``
-        within :data:`_SHARED_LOOKUP_MAX_AGE_S` (or the poke interval, if shorter)."""
+        within ``max_age_s`` (or the poke interval, if shorter)."""
         key = (id(asyncio.get_running_loop()), *key)
         now = time.monotonic()
         cached = _SHARED_LOOKUPS.get(key)
-        if cached is None or now - cached[0] > min(_SHARED_LOOKUP_MAX_AGE_S, float(self.poke_interval)):
+        if cached is None or now - cached[0] > min(max_age_s, float(self.poke_interval)):
             for stale in [k for k, (when, _) in _SHARED_LOOKUPS.items() if now - when > 60]:
                 del _SHARED_LOOKUPS[stale]
             cached = (now, asyncio.ensure_future(lookup()))
@@ -501,12 +506,7 @@ class ConsumerMixin:
         ti = context["ti"]
         producer = context["dag"].get_task(self.producer_task_id)
         tasks = [self, *followers]
-        # A test on several models has its own task, which reads the aggregate of its node alone:
-        # listed as its own "model" here, the parser publishes that aggregate for it too.
-        tests_per_model = {
-            **(getattr(producer, "tests_per_model", None) or {}),
-            **{task.model_unique_id: [task.model_unique_id] for task in tasks if _is_detached_test(task)},
-        }
+        tests_per_model = with_detached_tests(getattr(producer, "tests_per_model", None) or {}, tasks)
         selectors = sorted({selector for task in tasks for selector in task._selected_nodes(tests_per_model)})
         for task in tasks:  # no result of an earlier build may be read as this one's
             safe_xcom_push(ti, _status_key(task), None if task.is_test_sensor else {"status": None, "outlet_uris": []})
@@ -727,6 +727,25 @@ def release_at_stage_start(tasks: Sequence[Any], dag: Any, task_group: Any = Non
         doc_md="Fails (upstream_failed) when a model, test or source task failed: what follows the stage waits here.",
     )
     release >> released >> done
+
+
+def watch_detached_tests(context: Any) -> None:
+    """The producer's ``pre_execute`` hook: its parser publishes a test's result as soon as dbt
+    reports it for the tasks of tests on several models too (:func:`with_detached_tests`), so those
+    tasks end during the build instead of once the producer has ended."""
+    producer = context["task"]
+    watchers = [task for task in context["dag"].tasks if getattr(task, "producer_task_id", None) == producer.task_id]
+    producer.tests_per_model = with_detached_tests(producer.tests_per_model, watchers)
+
+
+def with_detached_tests(tests_per_model: Mapping[str, Sequence[str]], tasks: Sequence[Any]) -> dict[str, list[str]]:
+    """Cosmos's map of each model to its tests, plus each test on several models among ``tasks``
+    mapped to itself. Cosmos's parser publishes a test's result only in the aggregates of the models
+    it lists it under, while the test's own task (Cosmos's detached test) reads the aggregate of its
+    own node: listed as its own "model", the parser publishes that aggregate too. Without it the
+    task learns nothing until the producer has ended (Cosmos's "node not run")."""
+    detached = {task.model_unique_id: [task.model_unique_id] for task in tasks if _is_detached_test(task)}
+    return {**{uid: list(tests) for uid, tests in tests_per_model.items()}, **detached}
 
 
 def publish_built_outlets(context: Any, result: Any = None) -> None:

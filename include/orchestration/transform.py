@@ -20,6 +20,7 @@ Both the pipeline's task group (``dags/ecommerce_elt.py``) and the transform-onl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from include.orchestration.consumers import (
     node_converters,
     publish_built_outlets,
     release_at_stage_start,
+    watch_detached_tests,
 )
 from include.orchestration.freshness import check_before_build
 from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, project_names, require_manifest
@@ -173,8 +175,7 @@ def consumer_options(settings: TransformSettings = SETTINGS) -> ConsumerOptions:
 
 def execution_config(settings: TransformSettings = SETTINGS) -> ExecutionConfig:
     producer_args = task_policy("dbt_build").operator_kwargs()
-    if settings.freshness_in_producer:
-        producer_args["pre_execute"] = check_before_build
+    producer_args["pre_execute"] = functools.partial(_before_build, check_freshness=settings.freshness_in_producer)
     if settings.consumers_start_from_trigger:  # the marts' tasks end in the triggerer: it emits their Assets
         producer_args["post_execute"] = publish_built_outlets
         producer_args["outlets"] = [BUILT_OUTLETS]
@@ -185,6 +186,14 @@ def execution_config(settings: TransformSettings = SETTINGS) -> ExecutionConfig:
         # the producer's policy over the group's operator_args (Cosmos creates that task itself)
         setup_operator_args=producer_args,
     )
+
+
+def _before_build(context: Any, *, check_freshness: bool) -> None:
+    """The producer's ``pre_execute``: the tests on several models get their own results published,
+    and (:attr:`TransformSettings.freshness_in_producer`) the sources are checked."""
+    watch_detached_tests(context)
+    if check_freshness:
+        check_before_build(context)
 
 
 def operator_args() -> dict[str, Any]:

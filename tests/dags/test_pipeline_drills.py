@@ -142,6 +142,35 @@ def test_consumer_tasks_take_no_worker_on_the_happy_path(stack: LocalStack) -> N
     assert {ti["try_number"] for ti in consumers.values()} == {1}
 
 
+def test_each_test_on_several_models_reads_its_own_result_from_the_build(stack: LocalStack) -> None:
+    """A test on several models has its own task: the producer published that test's own result
+    ("pass") as dbt reported it, so the task did not wait for the producer's end to learn nothing
+    ("node not run"). One published result per such task."""
+    run_id = HAPPY_RUN["run_id"]
+    producer = "transform.dbt_producer_watcher"
+    detached = [
+        task
+        for task in (ti["task_id"] for ti in task_instances(base_url(stack), DAG_ID, run_id))
+        if task.startswith("transform.") and task.endswith("_test") and task.count(".") == 1
+    ]
+    assert any("assert_daily_revenue_matches_fct_orders" in task for task in detached)
+    entries = api(
+        base_url(stack), "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{producer}/xcomEntries?limit=1000"
+    )
+    own = [
+        e["key"]
+        for e in entries["xcom_entries"]
+        if e["key"].startswith("test__") and e["key"].endswith("_tests_status")
+    ]
+    assert len(own) == len(detached), (own, detached)
+    assert any("assert_daily_revenue_matches_fct_orders" in key for key in own)
+    for key in own:
+        value = api(
+            base_url(stack), "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{producer}/xcomEntries/{key}"
+        )
+        assert value["value"] in ("pass", '"pass"'), (key, value["value"])
+
+
 def test_clearing_a_model_reruns_it_and_then_its_descendants(stack: LocalStack) -> None:
     """The cleared model's second try runs on a worker and builds itself and its cleared
     descendants in one ``dbt build``; each descendant's task reports its own node from that build

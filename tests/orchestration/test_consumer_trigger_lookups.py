@@ -16,7 +16,6 @@ import pytest
 from cosmos.operators._watcher.state import get_status_xcom_key
 from cosmos.operators._watcher.triggerer import WatcherTrigger
 
-from include.orchestration import consumers
 from include.orchestration.consumers import ConsumerTrigger
 
 
@@ -130,15 +129,14 @@ def test_all_consumers_of_a_run_share_one_lookup_of_the_producer_state_per_inter
     ]
 
 
-def test_a_state_older_than_its_maximum_age_is_looked_up_again(monkeypatch: Any) -> None:
-    monkeypatch.setattr(consumers, "_SHARED_LOOKUP_MAX_AGE_S", 0.0)
-
-    async def poll_twice() -> None:
+def test_a_state_older_than_its_maximum_age_is_looked_up_again() -> None:
+    async def poll() -> None:
         trigger = _trigger("run_c")
         await trigger._get_producer_task_status()
-        await trigger._get_producer_task_status()
+        await trigger._get_producer_task_status()  # within the default age: shared
+        await trigger._get_producer_task_status(0.0)  # a waiter that wants a fresh state (a mart at the end)
 
-    asyncio.run(poll_twice())
+    asyncio.run(poll())
     assert len(_CountingLookup.lookups) == 2
 
 

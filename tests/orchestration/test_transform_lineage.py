@@ -315,6 +315,53 @@ def test_a_cleared_build_selects_and_publishes_a_test_on_several_models(rendered
     assert _status_key(task) == get_tests_status_xcom_key(uid) and ti.pushed == {_status_key(task): "pass"}
 
 
+def test_the_producer_publishes_each_test_on_several_models_as_dbt_reports_it(rendered: tuple[dict, DAG]) -> None:
+    """The producer's pre_execute hook lists each test on several models as its own "model", so
+    Cosmos's parser (the real one, fed dbt's JSON line) publishes the test's result for its task
+    during the build; the models' own test lists are kept."""
+    import copy
+    import json
+
+    from include.orchestration.consumers import _is_detached_test, _status_key, watch_detached_tests
+
+    _, dag = rendered
+    producer = copy.copy(dag.task_dict[f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher"])
+    assert producer._pre_execute_hook.func.__name__ == "_before_build"  # wired, whatever the freshness switch
+    cosmos_map = copy.deepcopy(producer.tests_per_model)
+    detached = [task for task in dag.tasks if _is_detached_test(task)]
+    assert len(detached) >= 2
+    watch_detached_tests({"task": producer, "dag": dag})
+    assert {uid: producer.tests_per_model[uid] for uid in cosmos_map} == cosmos_map
+    for task in detached:
+        assert producer.tests_per_model[task.model_unique_id] == [task.model_unique_id]
+
+    class _TaskInstance:  # records what Cosmos's parser pushes as XComs
+        def __init__(self) -> None:
+            self.pushed: dict[str, object] = {}
+
+        def xcom_push(self, key: str, value: object) -> None:
+            self.pushed[key] = value
+
+        def xcom_pull(self, key: str, **_: object) -> object:
+            return self.pushed.get(key)
+
+    ti, task = _TaskInstance(), detached[0]
+    finished = {
+        "info": {"name": "NodeFinished", "msg": "1 of 1 PASS", "ts": "2026-12-04T00:00:01Z"},
+        "data": {
+            "node_info": {
+                "unique_id": task.model_unique_id,
+                "resource_type": "test",
+                "node_status": "pass",
+                "node_started_at": "2026-12-04T00:00:00",
+                "node_finished_at": "2026-12-04T00:00:01",
+            }
+        },
+    }
+    producer._make_parse_callable()(json.dumps(finished), {"context": {"ti": ti}})
+    assert ti.pushed.get(_status_key(task)) == "pass"
+
+
 def test_the_producer_emits_the_outlets_of_the_tasks_that_end_in_the_triggerer(rendered: tuple[dict, DAG]) -> None:
     """Its post_execute hook emits, through its alias outlet, the Asset of each mart whose node the
     build succeeded (the real hook, on the rendered DAG, with the producer's published statuses);
@@ -371,7 +418,7 @@ def test_a_mart_ends_in_the_triggerer_once_the_producer_succeeded_else_resumes(
     states = iter(["running", "running", producer_state])
 
     class Trigger(ConsumerTrigger):
-        async def _get_producer_task_status(self) -> str:  # the state lookup, as the API returns it
+        async def _get_producer_task_status(self, *_: object) -> str:  # the state lookup, as the API returns it
             return next(states)
 
     trigger = Trigger(
