@@ -738,14 +738,14 @@ def watch_detached_tests(context: Any) -> None:
     producer.tests_per_model = with_detached_tests(producer.tests_per_model, watchers)
 
 
-def with_detached_tests(tests_per_model: Mapping[str, Sequence[str]], tasks: Sequence[Any]) -> dict[str, list[str]]:
+def with_detached_tests(tests_per_model: Mapping[str, list[str]], tasks: Sequence[Any]) -> dict[str, list[str]]:
     """Cosmos's map of each model to its tests, plus each test on several models among ``tasks``
     mapped to itself. Cosmos's parser publishes a test's result only in the aggregates of the models
     it lists it under, while the test's own task (Cosmos's detached test) reads the aggregate of its
     own node: listed as its own "model", the parser publishes that aggregate too. Without it the
     task learns nothing until the producer has ended (Cosmos's "node not run")."""
     detached = {task.model_unique_id: [task.model_unique_id] for task in tasks if _is_detached_test(task)}
-    return {**{uid: list(tests) for uid, tests in tests_per_model.items()}, **detached}
+    return {**tests_per_model, **detached}
 
 
 def publish_built_outlets(context: Any, result: Any = None) -> None:

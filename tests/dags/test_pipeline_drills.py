@@ -151,7 +151,7 @@ def test_each_test_on_several_models_reads_its_own_result_from_the_build(stack: 
     detached = [
         task
         for task in (ti["task_id"] for ti in task_instances(base_url(stack), DAG_ID, run_id))
-        if task.startswith("transform.") and task.endswith("_test") and task.count(".") == 1
+        if task.startswith("transform.") and node_kind(task) == "test" and not task.endswith(".test")  # not a model's
     ]
     assert any("assert_daily_revenue_matches_fct_orders" in task for task in detached)
     entries = api(
