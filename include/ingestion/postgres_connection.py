@@ -15,17 +15,18 @@ from typing import Any
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from include.orchestration.policies import ConnectionLimits, connection_limits
+from include.orchestration.policies import ConnectionLimits, airflow_connection_limits, connection_limits
 
 
-def connect(conn_id: str, application_name: str = "ingestion") -> psycopg.Connection:
+def connect(conn_id: str, application_name: str = "ingestion", within_s: int | None = None) -> psycopg.Connection:
     """A psycopg 3 connection from an Airflow Connection, via the provider's hook.
 
     Session settings travel in the startup packet (``options``), not as statements: no round trip,
-    and no transaction is open when the connection is handed over.
+    and no transaction is open when the connection is handed over. ``within_s`` caps every wait of
+    the session (:meth:`ConnectionLimits.within`), e.g. for a probe.
     """
     options = f"-c TimeZone=UTC -c application_name={application_name}"
-    return LimitedPostgresHook(postgres_conn_id=conn_id, options=options).get_conn()
+    return LimitedPostgresHook(postgres_conn_id=conn_id, options=options, within_s=within_s).get_conn()
 
 
 _LIMIT_KEYS = frozenset(f.name for f in fields(ConnectionLimits))
@@ -51,7 +52,7 @@ def named_limits(conn_id: str) -> Iterator[None]:
         limit = _LIMIT_HIT.get(error.diag.message_primary or "")
         if limit is None:  # a NOWAIT lock, a cancel by hand: psycopg's own message says it
             raise
-        seconds = getattr(connection_limits(conn_id, _extras(conn_id)), limit)
+        seconds = getattr(airflow_connection_limits(conn_id), limit)
         waited = "for a lock another session holds" if limit == "lock_timeout" else "running"
         raise SessionLimitExceeded(
             f"Connection '{conn_id}': a statement waited longer than its {limit} ({seconds} s) {waited}, and was "
@@ -61,13 +62,6 @@ def named_limits(conn_id: str) -> Iterator[None]:
         ) from error
 
 
-def _extras(conn_id: str) -> dict[str, Any]:
-    try:
-        return PostgresHook.get_connection(conn_id).extra_dejson
-    except Exception:  # the limit in the message is then the policies.yml one
-        return {}
-
-
 class LimitedPostgresHook(PostgresHook):
     """The provider's hook with the session limits of policies.yml (``connections:``), so a network
     partition or a lock queue fails the task within seconds to minutes, not at its
@@ -75,8 +69,14 @@ class LimitedPostgresHook(PostgresHook):
 
     ignored_extra_options = PostgresHook.ignored_extra_options | _LIMIT_KEYS  # not libpq options as spelt
 
+    def __init__(self, *args: Any, within_s: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.within_s = within_s
+
     def _create_connection(self, conn_args: dict[str, Any]) -> Any:
         limits = connection_limits(self.get_conn_id(), self.connection.extra_dejson)
+        if self.within_s is not None:
+            limits = limits.within(self.within_s)
         return super()._create_connection({**conn_args, **session_limits(limits, conn_args.get("options"))})
 
 

@@ -103,6 +103,16 @@ def scrub(text: str) -> str:
     return _WEBHOOK_PATH.sub("/services/***", _ENCODED_WEBHOOK_PATH.sub("%2Fservices%2F***", text))
 
 
+# Why a task failed when its exception cannot say (a watchdog stopped its dbt from another thread,
+# so the exception is only dbt's exit code): the task's context carries it to the failure alert.
+FAILURE_CAUSE_KEY = "ecommerce_failure_cause"
+
+
+def record_failure_cause(context: dict[str, Any], cause: str) -> None:
+    """``cause`` heads the task's failure or retry alert (the same context reaches its callbacks)."""
+    context[FAILURE_CAUSE_KEY] = cause
+
+
 def format_duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -123,7 +133,9 @@ def task_message(kind: AlertKind, context: dict[str, Any]) -> SlackMessage:
         "Duration": format_duration(duration),
         "Run": str(getattr(ti, "run_id", "")),
     }
-    summary = redact(f"{type(exception).__name__}: {exception}") if exception else None
+    error = f"{type(exception).__name__}: {exception}" if exception else None
+    lines = [line for line in (context.get(FAILURE_CAUSE_KEY), error) if line]
+    summary = redact("\n".join(lines)) if lines else None
     return SlackMessage(kind, f"{ti.dag_id}.{ti.task_id} {verb}", facts, summary, getattr(ti, "log_url", None))
 
 

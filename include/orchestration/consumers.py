@@ -454,6 +454,14 @@ class ConsumerMixin:
             timeout=None,  # the scheduler applies execution_timeout to the trigger
         )
 
+    def pre_execute(self, context: Any) -> None:
+        """On a worker (a failed node, a retry, a clear): the dbt command the task may run is
+        watched for a warehouse that stops answering (nothing is probed unless one runs)."""
+        from include.orchestration.watchdog import watch_dbt_task  # workers only, not the triggerer
+
+        watch_dbt_task(context)
+        super().pre_execute(context)  # type: ignore[misc]
+
     def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
         super().execute_complete(context, event)  # type: ignore[misc]
         # A task with outlets ended from a cleared build keeps its ticket as the others do.

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, project_names
 from include.orchestration.profiles import warehouse_profile_mapping
+from include.orchestration.watchdog import stop_process_group, watch_warehouse
+from include.warehouses import WAREHOUSES
 
 TARGET_NAME = "warehouse"
 
@@ -35,6 +37,8 @@ def run_dbt(
     ``target/manifest.json``, the parse-only manifest Cosmos renders the DAGs from (a build's
     manifest is profile-specific), while dbt's partial-parse state still carries over between runs.
     ``timeout`` (seconds) ends a dbt that outlives it: :class:`subprocess.TimeoutExpired`, dbt killed.
+    A warehouse that stops answering ends it sooner (:mod:`include.orchestration.watchdog`), with
+    :class:`DbtCommandFailed` naming the Connection.
     """
     mapping = warehouse_profile_mapping(warehouse)
     target_path = target_path or project_dir / "target" / "cli"
@@ -53,9 +57,26 @@ def run_dbt(
             str(target_path),
         ]
         env = {**os.environ, **mapping.env_vars, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-        result = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise DbtCommandFailed(
-            f"`dbt {' '.join(args)}` on {warehouse} failed:\n{result.stdout[-6000:]}{result.stderr[-2000:]}"
+        process = subprocess.Popen(
+            command,
+            cwd=project_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # the watchdog and the timeout stop dbt with what it started
         )
-    return result.stdout
+        watchdog = watch_warehouse(WAREHOUSES[warehouse].load_writer(), lambda: process)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process_group(process)
+            process.communicate()
+            raise
+        finally:
+            watchdog.close()
+    if watchdog.cause is not None:
+        raise DbtCommandFailed(f"`dbt {' '.join(args)}` on {warehouse} was stopped: {watchdog.cause}")
+    if process.returncode != 0:
+        raise DbtCommandFailed(f"`dbt {' '.join(args)}` on {warehouse} failed:\n{stdout[-6000:]}{stderr[-2000:]}")
+    return stdout

@@ -58,7 +58,9 @@ class ConnectionLimits:
     Postgres: ``connect_timeout``, TCP keepalives (``keepalives_idle`` then ``keepalives_count``
     probes ``keepalives_interval`` apart), ``statement_timeout`` and ``lock_timeout``. Snowflake's
     connector: ``login_timeout`` (= ``connect_timeout``) and ``network_timeout``
-    (= ``statement_timeout``).
+    (= ``statement_timeout``). Both: ``unreachable_after``, how long a running dbt command may find
+    the warehouse failing every probe before it is stopped (:mod:`include.orchestration.watchdog`;
+    dbt-snowflake passes its connector no network timeout, and a paused server enforces none).
     """
 
     connect_timeout: int = 10
@@ -67,6 +69,16 @@ class ConnectionLimits:
     keepalives_count: int = 3
     statement_timeout: int = 1800
     lock_timeout: int = 60
+    unreachable_after: int = 180
+
+    def within(self, seconds: int) -> ConnectionLimits:
+        """These limits with every wait of a session capped at ``seconds`` (a watchdog's probe)."""
+        return replace(
+            self,
+            connect_timeout=min(self.connect_timeout, seconds),
+            statement_timeout=min(self.statement_timeout, seconds),
+            lock_timeout=min(self.lock_timeout, seconds),
+        )
 
     def overridden(self, extras: dict[str, Any]) -> ConnectionLimits:
         """These limits with any of the same keys a Connection's extras set (the extras win)."""
@@ -129,6 +141,18 @@ def connection_limits(conn_id: str, extras: dict[str, Any] | None = None) -> Con
     """The limits for one Connection: its policies.yml entry, else ``default``, then its extras."""
     limits = load_policies().connections
     return limits.get(conn_id, limits.get("default", ConnectionLimits())).overridden(extras or {})
+
+
+def airflow_connection_limits(conn_id: str) -> ConnectionLimits:
+    """:func:`connection_limits` with the Airflow Connection's extras; the policies.yml limits alone
+    when the Connection cannot be read (they then name what applies)."""
+    from airflow.sdk import BaseHook
+
+    try:
+        extras = BaseHook.get_connection(conn_id).extra_dejson
+    except Exception:
+        extras = {}
+    return connection_limits(conn_id, extras)
 
 
 @cache

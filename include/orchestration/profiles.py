@@ -25,9 +25,10 @@ THREADS = 4
 # refuses or fails logins fails the dbt invocation after one retry, a few seconds apart, instead of
 # retrying every error (`retry_all`) with growing waits. `connect_timeout` is dbt-snowflake's wait
 # between those attempts, not a network timeout: dbt-snowflake 1.11 passes the connector no
-# login/network timeout, so a statement whose request keeps failing (HTTP 5xx) after a good login is
-# retried by the connector for as long as the dbt process lives; only the process's own bound
-# (``run_dbt(timeout=...)``, the task's ``execution_timeout``) ends that.
+# login/network timeout, so a statement whose request keeps failing (HTTP 5xx) or gets no answer after
+# a good login is retried by the connector for as long as the dbt process lives: the warehouse
+# watchdog (include/orchestration/watchdog.py) ends that process within the Connection's
+# ``unreachable_after``.
 SNOWFLAKE_RETRIES: dict[str, Any] = {
     "connect_retries": 1,
     "connect_timeout": 5,

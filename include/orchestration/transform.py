@@ -8,7 +8,8 @@ Both the pipeline's task group (``dags/ecommerce_elt.py``) and the transform-onl
 - profile: the run's warehouse Connection (:class:`RunWarehouseProfileMapping`);
 - render: tests after each model (a failing test stops that model's descendants only), sources as
   freshness-check tasks, checked by the producer before its build (:mod:`include.orchestration.freshness`);
-- execution: dbt from its own virtualenv; retries and timeouts per node type from policies.yml;
+- execution: dbt from its own virtualenv; retries and timeouts per node type from policies.yml; a
+  warehouse that stops answering stops the dbt command (:mod:`include.orchestration.watchdog`);
 - consumers: each model/test/source task starts and, on the happy path, ends in the triggerer, all
   of them released at the stage's start and gated by the build's results rather than by their
   parents' tasks (:mod:`include.orchestration.consumers`;
@@ -51,6 +52,7 @@ from include.orchestration.freshness import check_before_build
 from include.orchestration.manifest import DBT_PROJECT_DIR, dbt_executable, project_names, require_manifest
 from include.orchestration.policies import task_policy
 from include.orchestration.profiles import RunWarehouseProfileMapping
+from include.orchestration.watchdog import watch_dbt_task
 
 TRANSFORM_GROUP_ID = "transform"
 # Inside the group, after Cosmos's producer gate; see _let_the_node_tasks_decide.
@@ -190,8 +192,10 @@ def execution_config(settings: TransformSettings = SETTINGS) -> ExecutionConfig:
 
 def _before_build(context: Any, *, check_freshness: bool) -> None:
     """The producer's ``pre_execute``: the tests on several models get their own results published,
-    and (:attr:`TransformSettings.freshness_in_producer`) the sources are checked."""
+    the build is watched for a warehouse that stops answering, and
+    (:attr:`TransformSettings.freshness_in_producer`) the sources are checked."""
     watch_detached_tests(context)
+    watch_dbt_task(context)
     if check_freshness:
         check_before_build(context)
 

@@ -7,10 +7,13 @@ it found it. Time-based scheduling is off, so only the runs a drill triggers exi
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -26,7 +29,9 @@ from dev.airflow_client import (
     wait_for_dag,
     wait_for_run,
 )
+from dev.airflow_settings import ConnectionSpec
 from dev.embedded_postgres import find_free_port
+from dev.fault_proxy import FaultProxy
 from dev.stack import LocalStack, StackLayout
 from include.orchestration.transform import MARTS, SETTINGS, node_kind
 from tests.dbt.conftest import fast_policies_file
@@ -398,6 +403,76 @@ def test_source_down_mid_extraction_stops_before_dbt_and_a_cleared_rerun_is_exac
             source.execute(query.format("public.orders")).fetchall()
             == warehouse.execute(query.format("raw.orders")).fetchall()
         )
+    assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
+
+
+UNREACHABLE_AFTER_S = 10
+PRODUCER_ID = "transform.dbt_producer_watcher"
+
+
+def edit_connection(stack: LocalStack, spec: ConnectionSpec) -> None:
+    """What an operator does in the UI's Connections page (the API behind it)."""
+    body = {"connection_id": spec.conn_id, **spec.to_airflow_dict()}
+    api(base_url(stack), "PATCH", f"/connections/{spec.conn_id}", body)
+
+
+@pytest.fixture
+def warehouse_that_stops_answering(stack: LocalStack) -> Iterator[FaultProxy]:
+    """``warehouse_postgres`` reached through a :class:`FaultProxy` that stops answering once dbt
+    sends the statement building ``int_orders_enriched`` (mid-build: the staging models are done),
+    with ``unreachable_after`` shortened in the Connection's extras. The proxy relays again once the
+    producer has failed, as a warehouse back from an outage does; the Connection is restored after."""
+    spec = stack.settings.connection("warehouse_postgres")
+    proxy = FaultProxy(spec.host or "127.0.0.1", spec.port or 5432, stall_on=b"int_orders_enriched").start()
+    edit_connection(
+        stack,
+        dataclasses.replace(
+            spec, host="127.0.0.1", port=proxy.port, extra={**spec.extra, "unreachable_after": UNREACHABLE_AFTER_S}
+        ),
+    )
+
+    def heal_once_the_producer_failed() -> None:
+        if not proxy.stalled.wait(600):
+            return
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            runs = api(base_url(stack), "GET", f"/dags/{DAG_ID}/dagRuns?order_by=-start_date&limit=1")["dag_runs"]
+            if runs and task_states(base_url(stack), DAG_ID, runs[0]["dag_run_id"]).get(PRODUCER_ID) == "failed":
+                break
+            time.sleep(0.5)
+        proxy.heal()
+
+    healer = threading.Thread(target=heal_once_the_producer_failed, daemon=True)
+    healer.start()
+    yield proxy
+    edit_connection(stack, spec)
+    proxy.close()
+
+
+def test_a_warehouse_that_stops_answering_mid_build_stops_the_producer_and_the_retries_are_exact(
+    stack: LocalStack, warehouse_that_stops_answering: FaultProxy
+) -> None:
+    """dbt's statement never gets an answer (a paused server, a partition): the watchdog stops the
+    build within ``unreachable_after``, the producer fails naming the Connection in its alert, and the
+    node tasks' own retries, once the warehouse answers again, leave marts equal to the contract."""
+    run_id, state, states = run_pipeline(stack)
+
+    assert state == "success", {task: s for task, s in states.items() if s != "success"}
+    producer = next(ti for ti in task_instances(base_url(stack), DAG_ID, run_id) if ti["task_id"] == PRODUCER_ID)
+    assert producer["state"] == "failed" and producer["try_number"] == 1
+    stopped_after = datetime.fromisoformat(producer["end_date"]).timestamp() - (
+        warehouse_that_stops_answering.stalled_at or 0
+    )
+    print(f"producer ended {stopped_after:.1f} s after the warehouse stopped answering")
+    assert stopped_after < UNREACHABLE_AFTER_S + 50
+    alerts = [m for m in slack_messages(stack, run_id) if f"{PRODUCER_ID} failed" in m["text"]]
+    assert len(alerts) == 1
+    detail = json.dumps(alerts[0])
+    assert "Warehouse Connection 'warehouse_postgres' failed every probe" in detail
+    assert "unreachable_after" in detail
+    retried = {ti["task_id"]: ti["try_number"] for ti in task_instances(base_url(stack), DAG_ID, run_id)}
+    assert retried["transform.int_orders_enriched.run"] > 1  # rebuilt by its own task after the stop
+    dsn = stack.warehouse_dsn()
     assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
 
 

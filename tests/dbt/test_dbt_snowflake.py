@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dev.fault_proxy import FaultProxy
 from include.orchestration.dbt_cli import DbtCommandFailed, run_dbt
 from include.orchestration.profiles import SNOWFLAKE_RETRIES, warehouse_profile_mapping
 from tests.dbt.conftest import ShopWarehouse, snowflake_connection_env
@@ -136,4 +137,35 @@ def test_dbt_against_a_failing_snowflake_ends_within_a_bound_with_an_error(endpo
         if endpoint == "answers_http_500":
             server.shutdown()
             server.server_close()
+    assert time.monotonic() - started < FAILURE_BOUND_S
+
+
+def test_dbt_on_a_snowflake_that_stops_answering_after_login_is_stopped_naming_the_connection(
+    fakesnow_server: int, tmp_path: Path
+) -> None:
+    """A good login, then no answer to any statement: dbt-snowflake 1.11 gives its connector no network
+    timeout, so the connector retries the statement for as long as dbt lives (here until run_dbt's
+    timeout). The watchdog probes the same Connection, and stops dbt within ``unreachable_after``."""
+    proxy = FaultProxy("127.0.0.1", fakesnow_server, stall_on=b"/queries/v1/query-request").start()
+    snowflake = snowflake_connection_env(
+        "analytics_stalled", host="127.0.0.1", port=proxy.port, protocol="http", unreachable_after=6
+    )
+    started = time.monotonic()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in snowflake.items():
+                patch.setenv(key, value)
+            with pytest.raises(DbtCommandFailed) as failure:
+                run_dbt(
+                    ["build", "-s", "stg_orders"],
+                    warehouse="snowflake",
+                    target_path=tmp_path / "target",
+                    timeout=FAILURE_BOUND_S * 3,
+                )
+            assert proxy.stalled.is_set()  # a statement after the login was the one held
+    finally:
+        proxy.close()
+    message = str(failure.value)
+    assert "was stopped: Warehouse Connection 'warehouse_snowflake' failed every probe" in message, message[-2000:]
+    assert "connections.warehouse_snowflake in policies.yml" in message
     assert time.monotonic() - started < FAILURE_BOUND_S

@@ -12,7 +12,14 @@ import pytest
 
 from dev.embedded_postgres import find_free_port
 from dev.slack_receiver import SlackReceiver
-from include.orchestration.alerts import AlertKind, PipelineAlert, SlackMessage, redact, send
+from include.orchestration.alerts import (
+    AlertKind,
+    PipelineAlert,
+    SlackMessage,
+    record_failure_cause,
+    redact,
+    send,
+)
 
 TOKEN = "T0TEST/B0TEST/very-secret-token"
 
@@ -73,6 +80,16 @@ def test_failure_alert_names_dag_task_try_error_and_log(slack) -> None:
     ):
         assert expected in body
     assert slack.messages[0]["payload"]["text"].endswith("ecommerce_elt.extract_orders failed")
+
+
+def test_a_recorded_cause_heads_the_alert_scrubbed_and_the_exception_follows(slack) -> None:
+    """A watchdog that stopped dbt from another thread: the exception only has dbt's exit code."""
+    context = failed_task_context()
+    context["exception"] = RuntimeError("dbt command failed. The command returned a non-zero exit code -15.")
+    record_failure_cause(context, "Warehouse Connection 'w' failed every probe (https://u:pw@host/x)")
+    PipelineAlert(AlertKind.FAILURE).notify(context)
+    [detail] = [block["text"]["text"] for block in only_attachment(slack)["blocks"][2:3]]
+    assert detail.startswith("```Warehouse Connection 'w' failed every probe (https://***@host/x)\nRuntimeError: dbt")
 
 
 def test_retry_alert_is_amber(slack) -> None:

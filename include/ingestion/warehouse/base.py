@@ -97,6 +97,7 @@ class Warehouse(ABC):
     """A warehouse reached through one Airflow Connection."""
 
     name: str
+    conn_id: str
     # What stage() takes from a PostgreSQL source's COPY TO STDOUT: ``csv`` everywhere; ``binary``
     # where the warehouse is PostgreSQL itself (no text formatting and parsing).
     source_copy_format: str = "csv"
@@ -104,6 +105,11 @@ class Warehouse(ABC):
     @abstractmethod
     def connect(self) -> Any:
         """A new DB-API connection on the warehouse's Connection (closing it twice is harmless)."""
+
+    @abstractmethod
+    def probe(self, within_s: int) -> None:
+        """One round trip on a new connection (log in, ``SELECT 1``), every wait capped at
+        ``within_s``; raises when the warehouse does not answer in time (the watchdog's probe)."""
 
     @abstractmethod
     def relation(self, schema: str, identifier: str) -> str:

@@ -59,6 +59,10 @@ class PostgresWarehouse(Warehouse):
     def connect(self) -> psycopg.Connection:
         return connect(self.conn_id)
 
+    def probe(self, within_s: int) -> None:
+        with connect(self.conn_id, application_name="warehouse_probe", within_s=within_s) as conn:
+            conn.execute("SELECT 1").fetchone()
+
     def relation(self, schema: str, identifier: str) -> str:
         return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, identifier))  # dbt-postgres quotes
 

@@ -74,7 +74,12 @@ def snowflake_type(pg_type: str) -> str:
 
 
 class ProtocolAwareSnowflakeHook(SnowflakeHook):
-    """The provider's hook, plus the ``protocol`` extra it does not forward (``http`` for a local fakesnow)."""
+    """The provider's hook, plus the ``protocol`` extra it does not forward (``http`` for a local
+    fakesnow) and the connector's timeouts; ``within_s`` caps them all, one request's included (a probe)."""
+
+    def __init__(self, *args: Any, within_s: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.within_s = within_s
 
     def _get_conn_params(self) -> dict[str, Any]:
         params = dict(super()._get_conn_params())
@@ -82,7 +87,10 @@ class ProtocolAwareSnowflakeHook(SnowflakeHook):
         protocol = extras.get("protocol")
         if protocol:
             params["protocol"] = protocol
-        timeouts = connector_timeouts(connection_limits(self.get_conn_id(), extras))
+        limits = connection_limits(self.get_conn_id(), extras)
+        if self.within_s is not None:
+            return {**params, **connector_timeouts(limits.within(self.within_s)), "socket_timeout": self.within_s}
+        timeouts = connector_timeouts(limits)
         return {**params, **{key: extras.get(key, value) for key, value in timeouts.items()}}
 
 
@@ -101,6 +109,13 @@ class SnowflakeWarehouse(Warehouse):
 
     def connect(self) -> Any:
         return ProtocolAwareSnowflakeHook(snowflake_conn_id=self.conn_id).get_conn()
+
+    def probe(self, within_s: int) -> None:
+        conn = ProtocolAwareSnowflakeHook(snowflake_conn_id=self.conn_id, within_s=within_s).get_conn()
+        try:
+            conn.cursor().execute("SELECT 1").fetchone()
+        finally:
+            conn.close()
 
     def relation(self, schema: str, identifier: str) -> str:
         return f"{schema}.{identifier}"  # dbt-snowflake does not quote: both fold to upper case
