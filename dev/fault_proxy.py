@@ -14,6 +14,8 @@ import contextlib
 import socket
 import threading
 import time
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _CHUNK = 65536
@@ -23,13 +25,14 @@ _CHUNK = 65536
 class FaultProxy:
     """Relays ``127.0.0.1:<port>`` to ``upstream_host:upstream_port``.
 
-    :param stall_on: bytes that, once a client sends them, make the proxy stall (None: only :meth:`stall`).
+    :param stall_on: bytes that, once a client sends them, make the proxy stall, or a test of what a
+        client sent (e.g. :func:`snowflake_statement_holding`); None: only :meth:`stall`.
     :attr stalled_at: when it last began to stall (``time.time()``).
     """
 
     upstream_host: str
     upstream_port: int
-    stall_on: bytes | None = None
+    stall_on: bytes | Callable[[bytes], bool] | None = None
     port: int = 0
     stalled: threading.Event = field(default_factory=threading.Event)
     stalled_at: float | None = None
@@ -96,7 +99,7 @@ class FaultProxy:
                 if not self.stalled.is_set():  # a stalled peer never closes either
                     _close(target)
                 return
-            if from_client and self.stall_on is not None and self.stall_on in data:
+            if from_client and self._stalls_on(data):
                 self.stall()
             if self.stalled.is_set():
                 continue  # swallowed
@@ -104,6 +107,29 @@ class FaultProxy:
                 target.sendall(data)
             except OSError:
                 return
+
+
+    def _stalls_on(self, data: bytes) -> bool:
+        if self.stall_on is None:
+            return False
+        return self.stall_on(data) if callable(self.stall_on) else self.stall_on in data
+
+
+def snowflake_statement_holding(marker: bytes) -> Callable[[bytes], bool]:
+    """A :attr:`FaultProxy.stall_on` test for the Snowflake connector's HTTP: a query request whose
+    statement holds ``marker``, in any case (the connector gzips request bodies)."""
+
+    def holds(data: bytes) -> bool:
+        head, separator, body = data.partition(b"\r\n\r\n")
+        if not separator or b"/queries/v1/query-request" not in head:
+            return False
+        try:
+            text = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body)
+        except zlib.error:
+            text = body
+        return marker.lower() in text.lower()
+
+    return holds
 
 
 def _close(sock: socket.socket) -> None:

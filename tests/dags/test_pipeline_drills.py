@@ -31,7 +31,7 @@ from dev.airflow_client import (
 )
 from dev.airflow_settings import ConnectionSpec
 from dev.embedded_postgres import find_free_port
-from dev.fault_proxy import FaultProxy
+from dev.fault_proxy import FaultProxy, snowflake_statement_holding
 from dev.stack import LocalStack, StackLayout
 from include.orchestration.transform import MARTS, SETTINGS, node_kind
 from tests.dbt.conftest import fast_policies_file
@@ -416,23 +416,33 @@ def edit_connection(stack: LocalStack, spec: ConnectionSpec) -> None:
     api(base_url(stack), "PATCH", f"/connections/{spec.conn_id}", body)
 
 
+# The statement that never gets an answer: dbt's building int_orders_enriched, mid-build (the staging
+# models are done). Postgres's wire carries it as text; the Snowflake connector gzips its requests.
+STALL_AT = {
+    "postgres": b"int_orders_enriched",
+    "snowflake": snowflake_statement_holding(b"int_orders_enriched"),
+}
+
+
 @pytest.fixture
-def warehouse_that_stops_answering(stack: LocalStack) -> Iterator[FaultProxy]:
-    """``warehouse_postgres`` reached through a :class:`FaultProxy` that stops answering once dbt
-    sends the statement building ``int_orders_enriched`` (mid-build: the staging models are done),
-    with ``unreachable_after`` shortened in the Connection's extras. The proxy relays again once the
-    producer has failed, as a warehouse back from an outage does; the Connection is restored after."""
-    spec = stack.settings.connection("warehouse_postgres")
-    proxy = FaultProxy(spec.host or "127.0.0.1", spec.port or 5432, stall_on=b"int_orders_enriched").start()
-    edit_connection(
-        stack,
-        dataclasses.replace(
-            spec, host="127.0.0.1", port=proxy.port, extra={**spec.extra, "unreachable_after": UNREACHABLE_AFTER_S}
-        ),
-    )
+def warehouse_that_stops_answering(stack: LocalStack, request: pytest.FixtureRequest) -> Iterator[FaultProxy]:
+    """The run's warehouse Connection reached through a :class:`FaultProxy` that stops answering at
+    :data:`STALL_AT`, with ``unreachable_after`` shortened in its extras. The proxy relays again once
+    the producer has failed, as a warehouse back from an outage does; the Connection is restored after."""
+    spec = stack.settings.connection(f"warehouse_{request.param}")
+    if request.param == "snowflake":  # the connector and dbt read host and port from the extras
+        host, port = spec.extra["host"], spec.extra["port"]
+        proxy = FaultProxy(host, port, stall_on=STALL_AT["snowflake"]).start()
+        extra = {**spec.extra, "host": "127.0.0.1", "port": proxy.port}
+        proxied = dataclasses.replace(spec, extra=extra)
+    else:
+        proxy = FaultProxy(spec.host or "127.0.0.1", spec.port or 5432, stall_on=STALL_AT["postgres"]).start()
+        proxied = dataclasses.replace(spec, host="127.0.0.1", port=proxy.port, extra=dict(spec.extra))
+    proxied.extra["unreachable_after"] = UNREACHABLE_AFTER_S
+    edit_connection(stack, proxied)
 
     def heal_once_the_producer_failed() -> None:
-        if not proxy.stalled.wait(600):
+        if not proxy.stalled.wait(900):
             return
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -449,31 +459,43 @@ def warehouse_that_stops_answering(stack: LocalStack) -> Iterator[FaultProxy]:
     proxy.close()
 
 
+@pytest.mark.parametrize("warehouse_that_stops_answering", ["postgres", "snowflake"], indirect=True)
 def test_a_warehouse_that_stops_answering_mid_build_stops_the_producer_and_the_retries_are_exact(
-    stack: LocalStack, warehouse_that_stops_answering: FaultProxy
+    stack: LocalStack,
+    postgres_marts: dict[str, list[tuple]],  # before the proxy: built on a warehouse that answers
+    warehouse_that_stops_answering: FaultProxy,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """dbt's statement never gets an answer (a paused server, a partition): the watchdog stops the
-    build within ``unreachable_after``, the producer fails naming the Connection in its alert, and the
-    node tasks' own retries, once the warehouse answers again, leave marts equal to the contract."""
-    run_id, state, states = run_pipeline(stack)
+    """dbt's statement never gets an answer (a paused server, a partition; on Snowflake, a connector
+    with no network timeout retries it for as long as dbt lives): the watchdog stops the build within
+    ``unreachable_after``, the producer fails naming the Connection in its alert, and the node tasks'
+    own retries, once the warehouse answers again, leave marts equal to the contract."""
+    warehouse = request.node.callspec.params["warehouse_that_stops_answering"]
+    run_id, state, states = run_pipeline(stack, {"warehouse": warehouse})
 
     assert state == "success", {task: s for task, s in states.items() if s != "success"}
-    producer = next(ti for ti in task_instances(base_url(stack), DAG_ID, run_id) if ti["task_id"] == PRODUCER_ID)
+    assert warehouse_that_stops_answering.stalled_at is not None  # dbt's statement was held
+    instances = {ti["task_id"]: ti for ti in task_instances(base_url(stack), DAG_ID, run_id)}
+    producer = instances[PRODUCER_ID]
     assert producer["state"] == "failed" and producer["try_number"] == 1
-    stopped_after = datetime.fromisoformat(producer["end_date"]).timestamp() - (
-        warehouse_that_stops_answering.stalled_at or 0
-    )
-    print(f"producer ended {stopped_after:.1f} s after the warehouse stopped answering")
+    stopped_after = datetime.fromisoformat(producer["end_date"]).timestamp() - warehouse_that_stops_answering.stalled_at
+    print(f"{warehouse}: producer ended {stopped_after:.1f} s after the warehouse stopped answering")
     assert stopped_after < UNREACHABLE_AFTER_S + 50
     alerts = [m for m in slack_messages(stack, run_id) if f"{PRODUCER_ID} failed" in m["text"]]
     assert len(alerts) == 1
     detail = json.dumps(alerts[0])
-    assert "Warehouse Connection 'warehouse_postgres' failed every probe" in detail
+    assert f"Warehouse Connection 'warehouse_{warehouse}' failed every probe" in detail
     assert "unreachable_after" in detail
-    retried = {ti["task_id"]: ti["try_number"] for ti in task_instances(base_url(stack), DAG_ID, run_id)}
-    assert retried["transform.int_orders_enriched.run"] > 1  # rebuilt by its own task after the stop
-    dsn = stack.warehouse_dsn()
-    assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
+    assert instances["transform.int_orders_enriched.run"]["try_number"] > 1  # rebuilt by its own task
+    if warehouse == "snowflake":
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", stack.settings.connection("warehouse_snowflake").to_env_value()
+        )
+        assert read_marts_snowflake() == comparable_marts(marts(stack.warehouse_dsn()))
+    else:
+        dsn = stack.warehouse_dsn()
+        assert marts(dsn) == expected_marts(read_raw_postgres(dsn))
 
 
 def test_dbt_docs_are_served_by_the_api_server(stack: LocalStack) -> None:
