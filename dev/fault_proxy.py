@@ -108,7 +108,6 @@ class FaultProxy:
             except OSError:
                 return
 
-
     def _stalls_on(self, data: bytes) -> bool:
         if self.stall_on is None:
             return False
