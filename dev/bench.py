@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -302,6 +302,9 @@ class BenchReport:
             f"clear {CLEARED_MODEL}.run with downstream / dbt build --select {CLEARED_MODEL}+": (
                 self.retry["seconds"] / b[f"dbt build --select {CLEARED_MODEL}+"]
             ),
+            f"clear {CLEARED_MODEL}.run, to its dbt tasks' end / dbt build --select {CLEARED_MODEL}+": (
+                self.retry["dbt_tasks_seconds"] / b[f"dbt build --select {CLEARED_MODEL}+"]
+            ),
             "pipeline DAG parse / empty DAG parse": self.parse["pipeline_s"] / self.parse["empty_s"],
         }
 
@@ -417,7 +420,7 @@ class PipelineBench:
     def _retry_from_grid(self, run_id: str) -> dict[str, float]:
         """*Clear* on one model's run task with its downstream, timed from the clear to the run's end."""
         task_id = f"transform.{CLEARED_MODEL}.run"
-        started = time.perf_counter()
+        started, cleared_at = time.perf_counter(), datetime.now(UTC)
         clear_tasks(self.base_url, DAG_ID, run_id, [task_id])
         state = wait_for_run(self.base_url, DAG_ID, run_id, timeout_s=1800)
         seconds = time.perf_counter() - started
@@ -425,10 +428,22 @@ class PipelineBench:
             raise RuntimeError(f"the cleared run {run_id} ended {state}: see {self.stack.layout.logs_dir}")
         instances = task_instances(self.base_url, DAG_ID, run_id)
         cleared = [ti for ti in instances if (ti.get("try_number") or 0) > 1]
-        say(f"clear {task_id} with downstream: {seconds:.1f}s, {len(cleared)} tasks reran")
+        # The plain command builds the dbt nodes only; *Clear* with downstream also reruns what follows
+        # the dbt stage (docs, the summary): both are reported.
+        dbt_done = max(_time(ti["end_date"]) for ti in cleared if stage_of(ti["task_id"]) == "dbt")
+        dbt_seconds = (dbt_done - cleared_at).total_seconds()
+        say(
+            f"clear {task_id} with downstream: {seconds:.1f}s ({dbt_seconds:.1f}s to its dbt tasks' end), "
+            f"{len(cleared)} tasks reran"
+        )
         run = api(self.base_url, "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")  # restarted by the clear
         timeline = RunTiming.of("clear", run, cleared).timeline  # (JSON only: where the time goes)
-        return {"cleared_tasks": len(cleared), "seconds": round(seconds, 1), "timeline": timeline}
+        return {
+            "cleared_tasks": len(cleared),
+            "seconds": round(seconds, 1),
+            "dbt_tasks_seconds": round(dbt_seconds, 1),
+            "timeline": timeline,
+        }
 
     def _baselines(self) -> None:
         from include.orchestration.dbt_cli import run_dbt
