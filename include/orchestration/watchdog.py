@@ -72,7 +72,7 @@ class WarehouseWatchdog:
 
     ``process`` is read at every look, so one watchdog serves a task that starts dbt after it (Cosmos
     creates the process inside ``execute``); no process, or one that has ended, is not probed.
-    ``on_stop`` receives the cause once dbt has been stopped.
+    ``on_stop`` receives the cause just before dbt is stopped.
     """
 
     def __init__(
@@ -136,9 +136,9 @@ class WarehouseWatchdog:
             return False
         self.cause = self._describe(failing_for, error)
         logger.error("%s", self.cause)
-        stop_process_group(process)
-        if self._on_stop is not None:
+        if self._on_stop is not None:  # before the stop: the task's failure handling starts with dbt's exit
             self._on_stop(self.cause)
+        stop_process_group(process)
         return True
 
     def _probe(self) -> str | None:
