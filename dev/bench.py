@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import threading
@@ -232,6 +233,12 @@ class StackSampler(threading.Thread):
         }
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended (reaped) children: a plain dbt command's own."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _own_cpu(process: psutil.Process) -> float:
     try:
         times = process.cpu_times()
@@ -273,6 +280,8 @@ class BenchReport:
     parse: dict[str, float] = field(default_factory=dict)
     memory: dict[str, object] = field(default_factory=dict)
     retry: dict = field(default_factory=dict)  # clear one model with downstream: seconds, tasks, timeline
+    # CPU seconds per component while each plain command ran, on the idle stack (its dbt: "tasks")
+    baseline_cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)
     dbt_runner: list[dict] = field(default_factory=list)  # runs 1 and 2 with InvocationMode.DBT_RUNNER
 
@@ -459,10 +468,15 @@ class PipelineBench:
             ("dbt docs generate", ["docs", "generate"]),
         )
         for label, args in plain:
-            started = time.perf_counter()
+            started, began, children = time.perf_counter(), datetime.now().astimezone(), _children_cpu()
             run_dbt(args)
             self.report.baselines[label] = round(time.perf_counter() - started, 1)
-            say(f"baseline {label}: {self.report.baselines[label]}s")
+            if self.sampler is not None:  # the same columns as the dbt stage's: dbt here is the bench's child
+                cpu = self.sampler.cpu_seconds((began, datetime.now().astimezone()))
+                cpu["tasks (incl. dbt)"] = round(_children_cpu() - children, 1)
+                self.report.baseline_cpu_s[label] = cpu
+            cpu_used = self.report.baseline_cpu_s.get(label)
+            say(f"baseline {label}: {self.report.baselines[label]}s, CPU seconds {cpu_used}")
         self.report.baselines["psql COPY pipe (4 tables)"] = round(self._psql_pipe(), 2)
         say(f"baseline psql COPY pipe: {self.report.baselines['psql COPY pipe (4 tables)']}s")
 
@@ -600,7 +614,10 @@ def table(report: BenchReport) -> str:
         f"{report.memory['largest_task_peak_mib']} MiB ({report.memory['largest_task']})"
     ]
     lines += ["", "CPU seconds used during the dbt stage, per component:"]
-    lines += _cpu_lines([(run.label, run.dbt_cpu_s) for run in report.runs])
+    lines += _cpu_lines(
+        [(run.label, run.dbt_cpu_s) for run in report.runs]
+        + [(f"plain {label.removeprefix('dbt ')}", cpu) for label, cpu in report.baseline_cpu_s.items()]
+    )
     if report.curve:
         lines += _cpu_lines([(f"x{point['factor']}", point["dbt_cpu_s"]) for point in report.curve])
         lines += [
@@ -619,9 +636,9 @@ def table(report: BenchReport) -> str:
 
 def _cpu_lines(rows: list[tuple[str, dict[str, float]]]) -> list[str]:
     names = list(dict.fromkeys(name for _, cpu in rows for name in cpu))
-    lines = [f"  {'run':<12} " + " ".join(f"{name[:16]:>16}" for name in names)]
+    lines = [f"  {'run':<26} " + " ".join(f"{name[:16]:>16}" for name in names)]
     for label, cpu in rows:
-        lines.append(f"  {label:<12} " + " ".join(f"{cpu.get(name, 0.0):>15.1f}s" for name in names))
+        lines.append(f"  {label:<26} " + " ".join(f"{cpu.get(name, 0.0):>15.1f}s" for name in names))
     return lines
 
 
