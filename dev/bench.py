@@ -84,6 +84,7 @@ class RunTiming:
     timeline: list[dict] = field(default_factory=list)
     # most task processes (Airflow supervisors) alive at once while the dbt stage ran
     peak_task_processes: int = 0
+    peak_tasks: list[str] = field(default_factory=list)  # which tasks they were (the first such moment)
     run_id: str = ""
     # CPU seconds per component during the dbt stage (see StackSampler.cpu_seconds)
     dbt_cpu_s: dict[str, float] = field(default_factory=dict)
@@ -148,7 +149,7 @@ class StackSampler(threading.Thread):
         super().__init__(daemon=True)
         self.scheduler_pid, self.components, self.interval_s = scheduler_pid, components, interval_s
         self.peaks: dict[int, tuple[float, str]] = {}
-        self.task_processes: list[tuple[datetime, int]] = []  # (when, task processes alive)
+        self.task_processes: list[tuple[datetime, frozenset[str]]] = []  # (when, task instance ids alive)
         self.cpu: list[tuple[datetime, dict[str, float]]] = []  # (when, CPU seconds so far per component)
         self._stopped = threading.Event()
 
@@ -173,7 +174,7 @@ class StackSampler(threading.Thread):
                 self.peaks[process.pid] = (peak, title)
         now = datetime.now().astimezone()
         running = {match[1] for title in titles if (match := _TASK_PROCESS.match(title))}
-        self.task_processes.append((now, len(running)))
+        self.task_processes.append((now, frozenset(running)))
         self.cpu.append((now, self._cpu_so_far(processes, titles)))
         return True
 
@@ -210,9 +211,14 @@ class StackSampler(threading.Thread):
         return used
 
     def peak_task_processes(self, window: tuple[datetime, datetime] | None) -> int:
+        return len(self.peak_tasks(window))
+
+    def peak_tasks(self, window: tuple[datetime, datetime] | None) -> frozenset[str]:
+        """The task instance ids alive at once at the window's peak (the first, if several)."""
         if window is None:
-            return 0
-        return max((count for when, count in self.task_processes if window[0] <= when <= window[1]), default=0)
+            return frozenset()
+        alive = [ids for when, ids in self.task_processes if window[0] <= when <= window[1]]
+        return max(alive, key=len, default=frozenset())
 
     def stop(self) -> None:
         self._stopped.set()
@@ -431,11 +437,13 @@ class PipelineBench:
         timing.run_id = run_id
         if self.sampler is not None:
             timing.peak_task_processes = self.sampler.peak_task_processes(timing.dbt_window)
+            names = {ti["id"]: ti["task_id"] for ti in instances}
+            timing.peak_tasks = sorted(names.get(ti, ti) for ti in self.sampler.peak_tasks(timing.dbt_window))
             timing.dbt_cpu_s = self.sampler.cpu_seconds(timing.dbt_window)
         self.task_ids.update({ti["id"]: ti["task_id"] for ti in instances})
         say(
             f"{label}: {timing.total_s:.1f}s {timing.stages}, peak task processes in the dbt stage "
-            f"{timing.peak_task_processes}, CPU seconds in it {timing.dbt_cpu_s}"
+            f"{timing.peak_task_processes} {timing.peak_tasks}, CPU seconds in it {timing.dbt_cpu_s}"
         )
         return timing
 

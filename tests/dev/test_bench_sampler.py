@@ -58,6 +58,7 @@ def test_running_tasks_are_counted_once_each_and_idle_workers_not_at_all(titled_
     assert sampler.sample()
     window = (before, datetime.now().astimezone() + timedelta(seconds=1))
     assert sampler.peak_task_processes(window) == 2
+    assert sampler.peak_tasks(window) == {titled_children[1].rsplit(" ", 1)[1], titled_children[2].rsplit(" ", 1)[1]}
     assert sampler.peak_task_processes((before - timedelta(hours=2), before - timedelta(hours=1))) == 0
 
 
