@@ -86,8 +86,8 @@ class FaultProxy:
             threading.Thread(target=self._relay, args=(upstream, client, False), daemon=True).start()
 
     def _hold(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._held.append(sock)
+        with self._lock:  # (closed ones dropped: a long drill opens many)
+            self._held = [*(held for held in self._held if held.fileno() != -1), sock]
 
     def _relay(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
         while True:

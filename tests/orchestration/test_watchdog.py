@@ -56,18 +56,19 @@ def dbt_like_process() -> Iterator[subprocess.Popen]:
 SCHEDULE = WatchSchedule(unreachable_after_s=60, interval_s=10, probe_within_s=5)
 
 
-def watchdog(warehouse: _Warehouse, process: Callable[[], subprocess.Popen | None], clock: _Clock) -> WarehouseWatchdog:
+def watchdog(
+    warehouse: _Warehouse, process: Callable[[], subprocess.Popen | None], clock: _Clock
+) -> tuple[WarehouseWatchdog, list[str]]:
+    """The watchdog, and the causes its ``on_stop`` received."""
     causes: list[str] = []
-    dog = WarehouseWatchdog(warehouse, process, SCHEDULE, on_stop=causes.append, clock=clock)  # type: ignore[arg-type]
-    dog.causes = causes  # type: ignore[attr-defined]
-    return dog
+    return WarehouseWatchdog(warehouse, process, SCHEDULE, on_stop=causes.append, clock=clock), causes  # type: ignore[arg-type]
 
 
 def test_a_process_whose_warehouse_fails_every_probe_past_the_limit_is_stopped_with_the_cause(
     dbt_like_process: subprocess.Popen,
 ) -> None:
     warehouse, clock = _Warehouse(), _Clock()
-    dog = watchdog(warehouse, lambda: dbt_like_process, clock)
+    dog, causes = watchdog(warehouse, lambda: dbt_like_process, clock)
     warehouse.answers = False
     for _ in range(6):  # failing for 0 .. 50 s: under the limit
         assert dog.look() is False
@@ -75,14 +76,14 @@ def test_a_process_whose_warehouse_fails_every_probe_past_the_limit_is_stopped_w
     assert dbt_like_process.poll() is None and dog.cause is None
     assert dog.look() is True  # 60 s of failed probes
     assert dbt_like_process.wait(timeout=20) == -15  # SIGTERM to its group
-    assert dog.cause is not None and dog.causes == [dog.cause]  # type: ignore[attr-defined]
+    assert dog.cause is not None and causes == [dog.cause]
     for words in ("'warehouse_stand_in'", "60 s", "no answer within 5 s", "unreachable_after", "clear the failed"):
         assert words in dog.cause
 
 
 def test_a_warehouse_that_answers_again_restarts_the_count(dbt_like_process: subprocess.Popen) -> None:
     warehouse, clock = _Warehouse(), _Clock()
-    dog = watchdog(warehouse, lambda: dbt_like_process, clock)
+    dog, _ = watchdog(warehouse, lambda: dbt_like_process, clock)
     warehouse.answers = False
     for _ in range(5):
         assert dog.look() is False
@@ -100,7 +101,7 @@ def test_nothing_is_probed_while_no_dbt_process_runs(dbt_like_process: subproces
     warehouse, clock = _Warehouse(), _Clock()
     warehouse.answers = False
     running: list[subprocess.Popen] = []
-    dog = watchdog(warehouse, lambda: running[0] if running else None, clock)
+    dog, _ = watchdog(warehouse, lambda: running[0] if running else None, clock)
     assert dog.look() is False and warehouse.probes == 0  # before dbt starts
     running.append(dbt_like_process)
     assert dog.look() is False and warehouse.probes == 1
