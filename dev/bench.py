@@ -30,6 +30,7 @@ Prints a table and writes ``bench-results/pipeline_<scale>_<time>.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -88,6 +89,8 @@ class RunTiming:
     run_id: str = ""
     # CPU seconds per component during the dbt stage (see StackSampler.cpu_seconds)
     dbt_cpu_s: dict[str, float] = field(default_factory=dict)
+    # the most memory the triggerer (its processes together) held during the dbt stage, MiB
+    triggerer_peak_mib: float = 0.0
     # the dbt stage's first task start and last task end (for the process count; not in the JSON)
     dbt_window: tuple[datetime, datetime] | None = field(default=None, repr=False, compare=False)
 
@@ -151,6 +154,7 @@ class StackSampler(threading.Thread):
         self.peaks: dict[int, tuple[float, str]] = {}
         self.task_processes: list[tuple[datetime, frozenset[str]]] = []  # (when, task instance ids alive)
         self.cpu: list[tuple[datetime, dict[str, float]]] = []  # (when, CPU seconds so far per component)
+        self.triggerer_rss: list[tuple[datetime, float]] = []  # (when, the triggerer's processes' RSS, MiB)
         self._stopped = threading.Event()
 
     def run(self) -> None:
@@ -176,6 +180,7 @@ class StackSampler(threading.Thread):
         running = {match[1] for title in titles if (match := _TASK_PROCESS.match(title))}
         self.task_processes.append((now, frozenset(running)))
         self.cpu.append((now, self._cpu_so_far(processes, titles)))
+        self.triggerer_rss.append((now, _tree_rss_mib(self.components.get("triggerer"))))
         return True
 
     def _cpu_so_far(self, scheduler_tree: list[psutil.Process], titles: list[str]) -> dict[str, float]:
@@ -209,6 +214,13 @@ class StackSampler(threading.Thread):
         used = {name: round(end[name] - start.get(name, 0.0), 1) for name in end}
         used["capacity (wall × cores)"] = round((window[1] - window[0]).total_seconds() * (os.cpu_count() or 1), 1)
         return used
+
+    def triggerer_peak_mib(self, window: tuple[datetime, datetime] | None) -> float:
+        """The most memory the triggerer's processes held together in the window (its node tasks'
+        triggers all wait in it during the dbt stage)."""
+        if window is None:
+            return 0.0
+        return round(max((rss for when, rss in self.triggerer_rss if window[0] <= when <= window[1]), default=0.0))
 
     def peak_task_processes(self, window: tuple[datetime, datetime] | None) -> int:
         return len(self.peak_tasks(window))
@@ -263,6 +275,22 @@ def _tree_cpu(processes: list[psutil.Process]) -> float:
             continue
         total += times.user + times.system + times.children_user + times.children_system
     return total
+
+
+def _tree_rss_mib(pid: int | None) -> float:
+    """The RSS of a process and every process under it, together (0 once it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
+    return total / 2**20
 
 
 # A process that runs a task names its task instance id: the task runner (``airflow worker -- <id>``)
@@ -440,10 +468,12 @@ class PipelineBench:
             names = {ti["id"]: ti["task_id"] for ti in instances}
             timing.peak_tasks = sorted(names.get(ti, ti) for ti in self.sampler.peak_tasks(timing.dbt_window))
             timing.dbt_cpu_s = self.sampler.cpu_seconds(timing.dbt_window)
+            timing.triggerer_peak_mib = self.sampler.triggerer_peak_mib(timing.dbt_window)
         self.task_ids.update({ti["id"]: ti["task_id"] for ti in instances})
         say(
             f"{label}: {timing.total_s:.1f}s {timing.stages}, peak task processes in the dbt stage "
-            f"{timing.peak_task_processes} {timing.peak_tasks}, CPU seconds in it {timing.dbt_cpu_s}"
+            f"{timing.peak_task_processes} {timing.peak_tasks}, CPU seconds in it {timing.dbt_cpu_s}, "
+            f"triggerer memory at most {timing.triggerer_peak_mib:.0f} MiB"
         )
         return timing
 
@@ -535,6 +565,7 @@ class PipelineBench:
             "dbt_build_s": round(build_s, 1),
             "peak_task_processes": timing.peak_task_processes,
             "dbt_cpu_s": timing.dbt_cpu_s,
+            "triggerer_peak_mib": timing.triggerer_peak_mib,
         }
 
 
@@ -644,13 +675,13 @@ def table(report: BenchReport) -> str:
         lines += [
             "",
             f"{'models':>7} {'tasks':>6} {'dbt stage':>10} {'dbt build':>10} {'ratio':>6} {'parse adds':>11}"
-            f" {'peak procs':>10}",
+            f" {'peak procs':>10} {'triggerer MiB':>13}",
         ]
         for point in report.curve:
             lines.append(
                 f"{point['models']:>7} {point['tasks']:>6} {point['dbt_stage_s']:>9.1f}s {point['dbt_build_s']:>9.1f}s "
                 f"{point['dbt_stage_s'] / point['dbt_build_s']:>6.2f} {point['parse_added_s']:>10.2f}s"
-                f" {point['peak_task_processes']:>10}"
+                f" {point['peak_task_processes']:>10} {point.get('triggerer_peak_mib', 0):>13.0f}"
             )
     return "\n".join(lines)
 
