@@ -191,8 +191,10 @@ class ConsumerTrigger(WatcherTrigger):
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        ancestors = self._ancestors() if int(self.try_number) > 1 else []
+        self._release_the_dag()
         if int(self.try_number) > 1:
-            yield self._ending(await self._retry_event())
+            yield self._ending(await self._retry_event(ancestors))
             return
         await self._wait_for_parent_models()
         async for event in super().run():
@@ -204,6 +206,29 @@ class ConsumerTrigger(WatcherTrigger):
                 event = TaskSuccessEvent()  # its hook emitted the task's outlets (publish_built_outlets)
             yield self._ending(event)
             return
+
+    def _release_the_dag(self) -> None:
+        """Let go of the deserialized DAG the triggerer built this trigger's task instance from.
+
+        For a task started from its trigger, Airflow's trigger runner deserializes the whole DAG,
+        builds a runtime task instance and its template context on it, renders the trigger's kwargs,
+        and then keeps both (the task instance on the trigger, the context in the coroutine that runs
+        it) for as long as the trigger runs. With every node task of a run waiting at once, the
+        triggerer held one whole copy of the DAG per node task, and Python's garbage collector scanned
+        them all over and over: the triggerer's cost grew with tasks × DAG size. Once the kwargs are
+        rendered the trigger needs none of it, so the context (cached, the one object the runner
+        holds) is emptied and the task dropped from the task instance; what identifies the task
+        instance (its ids, try, run) stays.
+        """
+        ti = getattr(self, "task_instance", None)
+        if ti is None or getattr(ti, "task", None) is None or not hasattr(ti, "get_template_context"):
+            return
+        try:
+            ti.get_template_context().clear()
+        except Exception:  # only memory is at stake: never fail the task for it
+            self.log.warning("Could not release the DAG's template context", exc_info=True)
+            return
+        ti.task = None
 
     def _outlets_left_to_the_producer(self, event: TriggerEvent) -> bool:
         """A task with outlets whose node the producer's build itself reported a success for
@@ -287,12 +312,11 @@ class ConsumerTrigger(WatcherTrigger):
             return parents
         return None
 
-    async def _retry_event(self) -> TriggerEvent:
-        """The result of a cleared build of an ancestor that listed this task, as soon as it has
-        the node (no waiting for the tasks in between); else, once the parents have ended, skipped
-        if one of them did not succeed, or (once the producer is done) "producer skipped", on which
-        Cosmos runs the node alone."""
-        ancestors = self._ancestors()
+    async def _retry_event(self, ancestors: Sequence[str]) -> TriggerEvent:
+        """The result of a cleared build of one of ``ancestors`` that listed this task, as soon as
+        it has the node (no waiting for the tasks in between); else, once the parents have ended,
+        skipped if one of them did not succeed, or (once the producer is done) "producer skipped",
+        on which Cosmos runs the node alone."""
         while True:
             built = await self._cleared_build_event(ancestors)
             if built is not None:
@@ -311,7 +335,8 @@ class ConsumerTrigger(WatcherTrigger):
 
     def _ancestors(self) -> list[str]:
         """The model and test tasks above this one, any of which may lead a cleared build: read
-        from the task the triggerer deserialized for this trigger (without one, the parents)."""
+        from the task the triggerer deserialized for this trigger (without one, the parents), before
+        :meth:`_release_the_dag`."""
         task = getattr(getattr(self, "task_instance", None), "task", None)
         dag = getattr(task, "dag", None)
         if task is None or dag is None:

@@ -172,3 +172,54 @@ def test_the_cleared_tasks_of_a_run_share_their_lookups_of_a_tickets_candidates(
     found = asyncio.run(clear())
     assert found == [ticket] * 20
     assert sorted(looked_up) == sorted(candidates)  # not 20 × 2
+
+
+def test_a_waiting_consumer_keeps_no_copy_of_the_dag_the_triggerer_built_it_from() -> None:
+    """The triggerer deserializes the whole DAG for each task started from its trigger and keeps
+    the task instance and template context built on it while the trigger runs; with every node
+    task waiting at once that was one copy of the DAG per task. Started as Airflow's trigger runner
+    starts it (``TriggerRunner.create_triggers`` / ``run_trigger``), a waiting consumer lets its copy go."""
+    import gc
+    import uuid
+    import weakref
+
+    import pendulum
+    from airflow.executors.workloads import TaskInstanceDTO
+    from airflow.jobs.triggerer_job_runner import TriggerRunner
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from include.orchestration.transform import transform_task_group
+
+    with DAG("dag_copy_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        transform_task_group()
+    task = dag.get_task("transform.fct_orders.run")
+    encoded_dag = DagSerialization.to_dict(dag)
+    now = pendulum.now("UTC")
+    ti = TaskInstanceDTO.model_construct(
+        id=uuid.uuid4(), task_id=task.task_id, dag_id=dag.dag_id, run_id="run_copy", try_number=1, map_index=-1
+    )
+    dag_run = {
+        "dag_id": dag.dag_id, "run_id": "run_copy", "logical_date": now, "data_interval_start": now,
+        "data_interval_end": now, "run_after": now, "start_date": now, "end_date": None, "run_type": "manual",
+        "state": "running", "consumed_asset_events": [], "partition_key": None,
+    }  # fmt: skip
+
+    async def scenario() -> None:
+        runtime_ti = TriggerRunner.create_runtime_ti(ti, encoded_dag, dag_run)
+        copy = weakref.ref(runtime_ti.task.dag)
+        context = runtime_ti.get_template_context()  # held by run_trigger while the trigger runs
+        kwargs = dict(task.start_trigger_args.trigger_kwargs)
+        trigger = _Trigger(**kwargs)
+        trigger.task_instance = runtime_ti
+        trigger.render_template_fields(context=context)
+        assert (trigger.run_id, trigger.try_number) == ("run_copy", "1")  # rendered before it lets go
+        del runtime_ti
+        running = asyncio.ensure_future(trigger.run().__anext__())
+        await _until_waiting(running)
+        gc.collect()
+        assert copy() is None, "the waiting trigger still holds the deserialized DAG"
+        assert trigger.task_instance.task_id == task.task_id
+        running.cancel()
+
+    asyncio.run(scenario())
