@@ -1,11 +1,12 @@
 """Airflow local settings (Airflow imports this module from the plugins folder in every process).
 
-Two things, both kept free of project imports because the API server and the scheduler import this
+Three things, all kept free of project imports because the API server and the scheduler import this
 module too, and neither needs the DAGs' code:
 
 - :func:`task_instance_mutation_hook`, Airflow's cluster policy: a dbt node's task that is cleared
   goes to the dbt worker queue and the default pool;
-- preloading, described below.
+- preloading, described below;
+- the triggerer's garbage-collector thresholds (:data:`TRIGGERER_GC_THRESHOLDS`).
 
 Preloads, in the processes that fork task processes, the third-party modules every task of this
 project imports. A LocalExecutor scheduler (and a Celery worker) forks one process per task, and
@@ -23,6 +24,7 @@ not preload and start as fast as before.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import sys
@@ -47,6 +49,16 @@ PRELOADED_MODULES = (
     "psycopg",
     "yaml",
 )
+
+# The triggerer's thresholds for Python's cyclic garbage collector (generation 0, 1, 2). Every dbt
+# node task of a run starts in the triggerer at once, and for each one Airflow sends the trigger runner
+# the whole serialized DAG and deserializes it there: a burst of millions of long-lived objects. With
+# Python's defaults (700, 10, 10) the collector then runs full collections over all of them, again and
+# again while the burst lasts; at a few hundred tasks that was most of the triggerer's CPU, on the cores
+# dbt runs on (docs/performance.md). Larger thresholds collect young cycles as before and leave the
+# full collection for when the heap has really grown. The trigger runner is forked from the
+# `airflow triggerer` process, so it inherits them.
+TRIGGERER_GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def task_instance_mutation_hook(task_instance: Any) -> None:
@@ -82,6 +94,10 @@ def _forks_tasks(argv: list[str]) -> bool:
     return any(command in argv[1:3] for command in TASK_FORKING_COMMANDS)
 
 
+def _is_triggerer(argv: list[str]) -> bool:
+    return "triggerer" in argv[1:2]
+
+
 def preload(modules: tuple[str, ...] = PRELOADED_MODULES) -> list[str]:
     """Import ``modules``; one that fails to import is logged and skipped, never fatal."""
     loaded = []
@@ -96,3 +112,5 @@ def preload(modules: tuple[str, ...] = PRELOADED_MODULES) -> list[str]:
 
 if _forks_tasks(sys.argv):
     preload()
+if _is_triggerer(sys.argv):
+    gc.set_threshold(*TRIGGERER_GC_THRESHOLDS)

@@ -233,6 +233,24 @@ def test_the_dag_processor_preloads_as_the_task_forking_processes_do() -> None:
     assert not settings._forks_tasks(["airflow", "api-server"]) and not settings._forks_tasks(["airflow", "triggerer"])
 
 
+@pytest.mark.parametrize("command", ["triggerer", "scheduler", "api-server"])
+def test_only_the_triggerer_raises_its_gc_thresholds(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The triggerer deserializes the whole DAG for every node task it starts; its collector is tuned
+    for that burst (inherited by the forked trigger runner), every other process keeps Python's."""
+    import gc
+    import sys
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(sys, "argv", ["airflow", command])
+    try:
+        settings = _local_settings()
+        expected = settings.TRIGGERER_GC_THRESHOLDS if command == "triggerer" else before
+        assert gc.get_threshold() == expected
+        assert settings.TRIGGERER_GC_THRESHOLDS[0] > before[0]
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_a_cleared_build_ticket_serves_only_its_clear_and_its_tasks() -> None:
     """A ticket left by an earlier clear of the run, or one that did not list the task, is not
     read as this clear's build (the task then runs its own node)."""
