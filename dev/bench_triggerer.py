@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SETTINGS = REPO_ROOT / "plugins" / "airflow_local_settings.py"
+# As the image and the local stack render the DAG (Cosmos's telemetry adds a param to every task).
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
 
 # Runs in a fresh process: argv = serialized DAG file, thresholds as JSON (null: Python's defaults).
 MEASURE = """
