@@ -179,11 +179,14 @@ class StackSampler(threading.Thread):
         now = datetime.now().astimezone()
         running = {match[1] for title in titles if (match := _TASK_PROCESS.match(title))}
         self.task_processes.append((now, frozenset(running)))
-        self.cpu.append((now, self._cpu_so_far(processes, titles)))
-        self.triggerer_rss.append((now, _tree_rss_mib(self.components.get("triggerer"))))
+        trees = {name: _process_tree(pid) for name, pid in self.components.items()}
+        self.cpu.append((now, self._cpu_so_far(processes, titles, trees)))
+        self.triggerer_rss.append((now, _tree_rss_mib(trees.get("triggerer", []))))
         return True
 
-    def _cpu_so_far(self, scheduler_tree: list[psutil.Process], titles: list[str]) -> dict[str, float]:
+    def _cpu_so_far(
+        self, scheduler_tree: list[psutil.Process], titles: list[str], trees: dict[str, list[psutil.Process]]
+    ) -> dict[str, float]:
         """CPU seconds used so far per component. A process's ended children count in its own
         ``children_*`` times once reaped, so a tree's total only grows. The scheduler's share is its
         own process and its LocalExecutor workers'; what runs under the workers is the tasks'."""
@@ -193,12 +196,7 @@ class StackSampler(threading.Thread):
             if process.pid == self.scheduler_pid or "LocalExecutor" in title
         )
         so_far = {"scheduler": executor, "tasks (incl. dbt)": _tree_cpu(scheduler_tree) - executor}
-        for name, pid in self.components.items():
-            try:
-                root = psutil.Process(pid)
-                so_far[name] = _tree_cpu([root, *root.children(recursive=True)])
-            except psutil.NoSuchProcess:
-                so_far[name] = 0.0
+        so_far.update({name: _tree_cpu(tree) for name, tree in trees.items()})
         return so_far
 
     def cpu_seconds(self, window: tuple[datetime, datetime] | None) -> dict[str, float]:
@@ -277,15 +275,17 @@ def _tree_cpu(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _tree_rss_mib(pid: int | None) -> float:
-    """The RSS of a process and every process under it, together (0 once it is gone)."""
-    if pid is None:
-        return 0.0
+def _process_tree(pid: int) -> list[psutil.Process]:
+    """A process and every process under it (none once it is gone)."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0.0
+        return []
+
+
+def _tree_rss_mib(processes: list[psutil.Process]) -> float:
+    """The RSS of ``processes`` together."""
     total = 0
     for process in processes:
         with contextlib.suppress(psutil.Error):
@@ -681,7 +681,7 @@ def table(report: BenchReport) -> str:
             lines.append(
                 f"{point['models']:>7} {point['tasks']:>6} {point['dbt_stage_s']:>9.1f}s {point['dbt_build_s']:>9.1f}s "
                 f"{point['dbt_stage_s'] / point['dbt_build_s']:>6.2f} {point['parse_added_s']:>10.2f}s"
-                f" {point['peak_task_processes']:>10} {point.get('triggerer_peak_mib', 0):>13.0f}"
+                f" {point['peak_task_processes']:>10} {point['triggerer_peak_mib']:>13.0f}"
             )
     return "\n".join(lines)
 

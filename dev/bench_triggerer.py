@@ -72,26 +72,16 @@ def gc_thresholds() -> tuple[int, int, int]:
 
 
 def serialized_dag(factor: int, root: Path) -> Path:
-    """The JSON of the pipeline's dbt stage rendered for the project replicated ``factor`` times."""
-    import pendulum
-    from airflow.sdk import Param
+    """The JSON of the DAG ``make bench``'s model-count curve runs for the project replicated
+    ``factor`` times (its own DAG file, loaded as the DAG processor loads it)."""
+    import runpy
+
     from airflow.serialization.serialized_objects import DagSerialization
 
-    from dev.replicate_dbt import replicate_project
-    from include.orchestration.manifest import build_manifest
-    from include.orchestration.transform import transform_dag
+    from dev.bench import CurveProject
 
-    project_dir = replicate_project(factor, root / f"x{factor}")
-    build_manifest(project_dir)
-    dag = transform_dag(
-        f"bench_models_x{factor}",
-        project_dir=project_dir,
-        schedule=None,
-        catchup=False,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        default_args={"owner": "bench", "retries": 0},
-        params={"warehouse": Param(None, type=["null", "string"]), "full_refresh": Param(False, type="boolean")},
-    )
+    project = CurveProject.prepare(factor, root, root)
+    dag = runpy.run_path(str(project.dag_file))[project.dag_id]
     path = root / f"x{factor}.json"
     path.write_text(json.dumps(DagSerialization.to_dict(dag)))
     return path
