@@ -71,6 +71,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow.exceptions import AirflowException
 from airflow.sdk import Asset, AssetAlias, TriggerRule
 from airflow.triggers.base import StartTriggerArgs, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 from asgiref.sync import sync_to_async
@@ -81,10 +82,12 @@ from cosmos.core.airflow import get_airflow_task
 from cosmos.core.graph.entities import Task as TaskMetadata
 from cosmos.dbt.graph import DbtNode
 from cosmos.listeners.dag_run_listener import EventStatus
+from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
 from cosmos.operators._watcher.base import store_dbt_resource_status_from_log
 from cosmos.operators._watcher.state import (
     PRODUCER_FINAL_STATES,
     ProducerTaskState,
+    get_dbt_event_xcom_key,
     get_status_xcom_key,
     get_xcom_val,
     is_dbt_node_status_success,
@@ -118,6 +121,8 @@ _PRODUCER_END_LOOKUP_S = 0.25
 # A consumer whose parent models have no result here yet looks its own node up once per this many
 # intervals: a parent's consumer may wait in another triggerer process, whose reads are not seen here.
 _GATED_LOOKUP_INTERVALS = 5
+# The reason of the event that resumes a model's task whose tests failed (:attr:`ConsumerMixin.gated_by_tests`).
+TESTS_FAILED = "tests_failed"
 # The producer's outlet through which it emits its consumers' outlets (:func:`publish_built_outlets`).
 BUILT_OUTLETS = AssetAlias("dbt_built_outlets")
 
@@ -156,6 +161,8 @@ class ConsumerTrigger(WatcherTrigger):
         trigger then decides what the edges would have (see the module docstring).
     :param parent_models: the unique ids of the nearest models above the node (through their tests'
         tasks); a released consumer looks its node up once their results have been read.
+    :param gated_by_tests: the node's tests have no task of their own: after the node's success the
+        task waits for their results in the same build, and fails if one did not pass.
     """
 
     def __init__(
@@ -167,9 +174,11 @@ class ConsumerTrigger(WatcherTrigger):
         run_started: float | str = 0,
         released: bool = False,
         parent_models: Sequence[str] = (),
+        gated_by_tests: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.gated_by_tests = gated_by_tests
         self.released = released
         self.parent_models = list(parent_models)
         self._ticket: dict[str, Any] | None = None
@@ -188,6 +197,7 @@ class ConsumerTrigger(WatcherTrigger):
             "run_started": self.run_started,
             "released": self.released,
             "parent_models": self.parent_models,
+            "gated_by_tests": self.gated_by_tests,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -200,6 +210,8 @@ class ConsumerTrigger(WatcherTrigger):
         async for event in super().run():
             if event.payload.get("status") != EventStatus.SUCCESS:  # e.g. built since by a retried upstream
                 event = await self._cleared_build_event() or event
+            elif self.gated_by_tests:
+                event = await self._after_the_tests(event)
             if event.payload.get("status") == EventStatus.FAILED and await self._a_parent_did_not_succeed():
                 event = TaskSkippedEvent()  # dbt skipped the node for its parent's failure
             elif self._outlets_left_to_the_producer(event) and await self._producer_succeeded():
@@ -229,6 +241,58 @@ class ConsumerTrigger(WatcherTrigger):
             self.log.warning("Could not release the DAG's template context", exc_info=True)
             return
         ti.task = None
+
+    async def _after_the_tests(self, event: TriggerEvent) -> TriggerEvent:
+        """The node's success once all its tests in the producer's build have passed; else the
+        failure its task resumes with on a worker (:meth:`ConsumerMixin._fail_for_tests` names the
+        tests). A build that ended without their results: Cosmos's "node not run" when it succeeded
+        (nothing selected them), "producer failed" when it did not (the task's retry builds them)."""
+        passed = await self._tests_passed(self.producer_task_id, self._producer_ended)
+        if passed is False:
+            return TriggerEvent(
+                {"status": EventStatus.FAILED, "reason": TESTS_FAILED, "builder": self.producer_task_id}
+            )
+        if passed is None and not await self._producer_succeeded():
+            return TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_FAILED})
+        return event
+
+    async def _tests_passed(self, builder: str, builder_ended: Callable[[], Awaitable[bool]]) -> bool | None:
+        """Whether all the node's tests passed in ``builder``'s build (the aggregate Cosmos's parser
+        publishes once the last one has reported); None if the build ended without it."""
+        key = get_tests_status_xcom_key(self.model_unique_id)
+        while True:
+            ended = await builder_ended()  # before the read: a read after the end is final
+            status = await self._xcom_of(builder, key)
+            if status is not None:
+                return is_dbt_node_status_success(status)
+            if ended:
+                return None
+            await asyncio.sleep(self.poke_interval)
+
+    async def _xcom_of(self, task_id: str, key: str) -> Any:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return await sync_to_async(XCom.get_one)(
+            run_id=str(self.run_id), key=key, task_id=task_id, dag_id=self.dag_id, map_index=self.map_index
+        )
+
+    async def _producer_ended(self) -> bool:
+        return await self._get_producer_task_status() in PRODUCER_FINAL_STATES
+
+    async def _task_ended(self, task_id: str) -> bool:
+        """Whether ``task_id`` (a cleared build's leader) has ended, looked up once per interval for
+        all the consumers of this process that ask."""
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        def state() -> str | None:
+            by_run = RuntimeTaskInstance.get_task_states(
+                dag_id=self.dag_id, task_ids=[task_id], run_ids=[str(self.run_id)]
+            )
+            found = by_run.get(str(self.run_id), {}).get(task_id)
+            return str(found) if found else None
+
+        key = (self.dag_id, str(self.run_id), "task state", task_id)
+        return await self._shared_lookup(key, sync_to_async(state)) in _FINAL_STATES
 
     def _outlets_left_to_the_producer(self, event: TriggerEvent) -> bool:
         """A task with outlets whose node the producer's build itself reported a success for
@@ -388,6 +452,10 @@ class ConsumerTrigger(WatcherTrigger):
             self.producer_task_id = producer
         if not is_dbt_node_status_success(status):
             return None
+        if self.gated_by_tests:  # its tests' failure in the cleared build: the task runs them itself, with its log
+            leader = ticket["leader"]
+            if not await self._tests_passed(leader, functools.partial(self._task_ended, leader)):
+                return None
         return TriggerEvent({**self._build_success_event(compiled_sql), CLEARED_BUILD_KEY: ticket})
 
     async def _find_ticket(self, candidates: Sequence[str]) -> dict[str, Any] | None:
@@ -429,11 +497,15 @@ class ConsumerMixin:
     :param start_from_trigger: start (and on the happy path end) the task in the triggerer.
     :param released: the task is released at the stage's start (:func:`release_at_stage_start`),
         not by its parents' tasks: ``one_success`` over the release task and its parents.
+    :param gated_by_tests: the node's tests have no task of their own (a model's or source's task with
+        ``ConsumerOptions.tests_in_model_task``): the task succeeds once they passed too, fails
+        naming them if one did not, and its retry or cleared build runs them with the node.
     """
 
     template_fields: tuple[str, ...] = ("run_id", "try_number", "run_started")
     start_from_trigger: bool = False
     released: bool = False
+    gated_by_tests: bool = False
 
     # Set by Cosmos's sensor classes this mixes into.
     model_unique_id: str
@@ -442,12 +514,15 @@ class ConsumerMixin:
     is_test_sensor: bool
     outlets: list[Any]
 
-    def __init__(self, *, start_from_trigger: bool = False, released: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *, start_from_trigger: bool = False, released: bool = False, gated_by_tests: bool = False, **kwargs: Any
+    ) -> None:
         if released:
             kwargs["trigger_rule"] = TriggerRule.ONE_SUCCESS  # the release task's success is enough
         super().__init__(**kwargs)
         self.start_from_trigger = start_from_trigger
         self.released = released
+        self.gated_by_tests = gated_by_tests
         # Rendered by the triggerer into the trigger's kwargs of the same names.
         self.run_id = "{{ run_id }}"
         self.try_number = "{{ ti.try_number }}"
@@ -475,6 +550,7 @@ class ConsumerMixin:
                 "parent_models": _parent_models(self),
                 "run_started": self.run_started,
                 "released": self.released,
+                "gated_by_tests": self.gated_by_tests,
             },
             timeout=None,  # the scheduler applies execution_timeout to the trigger
         )
@@ -488,6 +564,8 @@ class ConsumerMixin:
         super().pre_execute(context)  # type: ignore[misc]
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
+        if event.get("reason") == TESTS_FAILED:
+            self._fail_for_tests(context, event.get("builder") or self.producer_task_id)
         super().execute_complete(context, event)  # type: ignore[misc]
         # A task with outlets ended from a cleared build keeps its ticket as the others do.
         if event.get(CLEARED_BUILD_KEY):
@@ -497,10 +575,49 @@ class ConsumerMixin:
         """A cleared (or retried) task whose cleared descendants wait for it builds them with it in
         one ``dbt build``; alone, it runs Cosmos's fallback for its node."""
         followers = self._cleared_followers(context) if _in_cleared_builds(self) else []
-        if not followers:
+        if followers:
+            self._build_cleared_set(context, followers)
+        elif not self.gated_by_tests:
             return super()._fallback_to_non_watcher_run(try_number, context)  # type: ignore[misc]
-        self._build_cleared_set(context, followers)
+        elif isinstance(self, SourceConsumer):  # its freshness, then its tests
+            super()._fallback_to_non_watcher_run(try_number, context)  # type: ignore[misc]
+            source = DbtNode.get_resource_name_from_unique_id(self.model_unique_id)
+            self._run_dbt(context, "test", ["--select", f"source:{source}"])
+        else:  # the model with its tests: Cosmos's fallback, as `dbt build`
+            self.base_cmd = ["build"]
+            try:
+                super()._fallback_to_non_watcher_run(try_number, context)  # type: ignore[misc]
+            finally:
+                del self.base_cmd
         return True
+
+    def _run_dbt(self, context: Any, command: str, cmd_flags: list[str]) -> None:
+        """``dbt <command> <cmd_flags>`` with this task's profile and flags (Cosmos's own runner)."""
+        self.base_cmd = [command]
+        try:
+            self.build_and_run_cmd(context, cmd_flags=cmd_flags)  # type: ignore[attr-defined]
+        finally:
+            del self.base_cmd
+
+    def _fail_for_tests(self, context: Any, builder: str) -> None:
+        """Fail the task of a node whose tests did not all pass in ``builder``'s build (the producer or
+        a cleared build's leader), naming each failed test with dbt's message (Cosmos's parser keeps
+        the dbt event of a node that errored or failed, none of one that passed)."""
+        producer = context["dag"].get_task(self.producer_task_id)
+        tests = (getattr(producer, "tests_per_model", None) or {}).get(self.model_unique_id, [])
+        failed = []
+        for test in tests:
+            dbt_event = get_xcom_val(context["ti"], builder, get_dbt_event_xcom_key(test))
+            if not isinstance(dbt_event, dict) or is_dbt_node_status_success(dbt_event.get("status")):
+                continue
+            failed.append(f"{test.split('.')[2]} ({dbt_event.get('msg') or dbt_event.get('status')})")
+            self.log.error("%s: %s", test, dbt_event.get("msg"))  # type: ignore[attr-defined]
+        node = DbtNode.get_resource_name_from_unique_id(self.model_unique_id)
+        raise AirflowException(
+            f"'{self.model_unique_id}' was built, but its tests did not pass: "
+            f"{'; '.join(failed) or 'see the log of ' + builder}. Its descendants are skipped. "
+            f"Fix the data or the model, then clear this task: it builds {node} with its tests again."
+        )
 
     def _cleared_followers(self, context: Any) -> list[ConsumerMixin]:
         """The model and test tasks below this one that wait to run again and whose every waiting
@@ -525,11 +642,13 @@ class ConsumerMixin:
             followers -= outside
 
     def _selected_nodes(self, tests_per_model: Mapping[str, Sequence[str]]) -> list[str]:
-        """dbt selectors of this task's node(s): its model, or its model's tests, or its test."""
+        """dbt selectors of this task's node(s): its model (with its tests, when they gate it), or its
+        model's tests, or its test."""
         uid = self.model_unique_id
+        tests = [test.split(".")[2] for test in tests_per_model.get(uid, [])]  # test.<package>.<name>.<hash>
         if not self.is_test_sensor:
-            return [DbtNode.get_resource_name_from_unique_id(uid)]
-        return [test.split(".")[2] for test in tests_per_model.get(uid, [])]  # test.<package>.<name>.<hash>
+            return [DbtNode.get_resource_name_from_unique_id(uid), *(tests if self.gated_by_tests else [])]
+        return tests
 
     def _build_cleared_set(self, context: Any, followers: Sequence[ConsumerMixin]) -> None:
         """One ``dbt build`` of this task's node and its followers', its node results published
@@ -543,6 +662,8 @@ class ConsumerMixin:
         selectors = sorted({selector for task in tasks for selector in task._selected_nodes(tests_per_model)})
         for task in tasks:  # no result of an earlier build may be read as this one's
             safe_xcom_push(ti, _status_key(task), None if task.is_test_sensor else {"status": None, "outlet_uris": []})
+            if task.gated_by_tests:
+                safe_xcom_push(ti, get_tests_status_xcom_key(task.model_unique_id), None)
         ticket = {
             "leader": self.task_id,  # type: ignore[attr-defined]
             "run_started": context["dag_run"].start_date.timestamp(),
@@ -574,6 +695,10 @@ class ConsumerMixin:
         own = get_xcom_val(ti, self.task_id, _status_key(self))  # type: ignore[attr-defined]
         if failure is not None and not is_dbt_node_status_success(own.get("status") if isinstance(own, dict) else own):
             raise failure
+        if self.gated_by_tests:
+            tests = get_xcom_val(ti, self.task_id, get_tests_status_xcom_key(self.model_unique_id))  # type: ignore[attr-defined]
+            if tests is not None and not is_dbt_node_status_success(tests):
+                self._fail_for_tests(context, self.task_id)  # type: ignore[attr-defined]
 
     def _handle_no_dbt_node_status(self, producer_task_state: str | None, try_number: int, context: Any) -> bool:
         """Once the producer's ``dbt build`` succeeded, a node without a status did not fail (Cosmos's
@@ -624,6 +749,8 @@ class ConsumerOptions:
     :param outlets: extra outlets per model name (e.g. the marts' Assets).
     :param outlet_policy: constructor kwargs of a model task with outlets, over its type's policy
         (it resumes on a worker to emit them: a pool bounds how many at once).
+    :param tests_in_model_task: the project is rendered without test tasks; each model's (and
+        source's) task gates on its tests (:attr:`ConsumerMixin.gated_by_tests`).
     """
 
     start_from_trigger: bool = True
@@ -631,6 +758,7 @@ class ConsumerOptions:
     policies: Mapping[DbtResourceType, Mapping[str, Any]] = field(default_factory=dict)
     outlets: Mapping[str, Asset] = field(default_factory=dict)
     outlet_policy: Mapping[str, Any] = field(default_factory=dict)
+    tests_in_model_task: bool = False
 
 
 _CLASSES: dict[DbtResourceType, type[ConsumerMixin]] = {
@@ -722,6 +850,7 @@ def _instantiate(
         "deferrable": False,  # never defers from a worker: it starts in the triggerer or pokes
         "start_from_trigger": options.start_from_trigger,
         "released": options.start_from_trigger,
+        "gated_by_tests": options.tests_in_model_task and resource_type != DbtResourceType.TEST and bool(node.has_test),
     }
     if resource_type == DbtResourceType.MODEL and node.resource_name in options.outlets:
         arguments.update(options.outlet_policy)
@@ -831,8 +960,6 @@ def _parent_models(task: Any) -> list[str]:
 def _status_key(task: ConsumerMixin) -> str:
     """The XCom key Cosmos's trigger reads for this task's node (a model's tests: their aggregate)."""
     if task.is_test_sensor:
-        from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
-
         return get_tests_status_xcom_key(task.model_unique_id)
     return get_status_xcom_key(task.model_unique_id)
 

@@ -6,7 +6,8 @@ Both the pipeline's task group (``dags/ecommerce_elt.py``) and the transform-onl
 - project: rendered from ``target/manifest.json`` (``LoadMode.DBT_MANIFEST``), so parsing a DAG
   never runs dbt; :func:`require_manifest` refuses a missing or stale manifest by name;
 - profile: the run's warehouse Connection (:class:`RunWarehouseProfileMapping`);
-- render: tests after each model (a failing test stops that model's descendants only), sources as
+- render: tests after each model (a failing test stops that model's descendants only), or in the
+  model's own task (:attr:`TransformSettings.tests_in_model_task`), sources as
   freshness-check tasks, checked by the producer before its build (:mod:`include.orchestration.freshness`);
 - execution: dbt from its own virtualenv; retries and timeouts per node type from policies.yml; a
   warehouse that stops answering stops the dbt command (:mod:`include.orchestration.watchdog`);
@@ -59,6 +60,8 @@ TRANSFORM_GROUP_ID = "transform"
 PRODUCER_ABSORBED_TASK_ID = "producer_state_absorbed"
 MARTS = ("fct_orders", "dim_customers", "fct_daily_revenue", "fct_marketing_performance")
 # Warehouse-independent names for the marts: a run on either warehouse updates the same Asset.
+# The producer's flags when the model tasks gate on their tests (TransformSettings.tests_in_model_task).
+TESTS_IN_THE_BUILD = ("--resource-type", "test", "--resource-type", "unit_test")
 MART_ASSETS = {mart: Asset(name=f"ecommerce.marts.{mart}", uri=f"ecommerce://marts/{mart}") for mart in MARTS}
 
 
@@ -84,18 +87,25 @@ class TransformSettings:
     # with the project's thresholds; False: Cosmos's pre-step, a `dbt source freshness` of its own
     # (a second dbt start-up and parse before the build).
     freshness_in_producer: bool = True
+    # One task per model whose own success also waits for the model's tests in the same build (and
+    # fails, naming them, when one failed): no task of its own for a model's tests, half the tasks the
+    # scheduler and triggerer carry per model. Its retry or clear rebuilds the model with its tests
+    # (`dbt build`). False: each model's tests have their own task after the model's (Cosmos's
+    # AFTER_EACH), which can be cleared on its own.
+    tests_in_model_task: bool = False
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "true").lower() != "false"
+def _env_flag(name: str, default: bool = True) -> bool:
+    return os.environ.get(name, str(default)).lower() not in ("false", "0", "")
 
 
 # The switches from outside (the benchmark's comparisons): ECOMMERCE_CONSUMERS_START_FROM_TRIGGER=false,
-# ECOMMERCE_FRESHNESS_IN_PRODUCER=false, and ECOMMERCE_DBT_INVOCATION_MODE=dbt_runner (dbt-core
-# installed in Airflow's own environment).
+# ECOMMERCE_FRESHNESS_IN_PRODUCER=false, ECOMMERCE_TESTS_IN_MODEL_TASK=true, and
+# ECOMMERCE_DBT_INVOCATION_MODE=dbt_runner (dbt-core installed in Airflow's own environment).
 SETTINGS = TransformSettings(
     consumers_start_from_trigger=_env_flag("ECOMMERCE_CONSUMERS_START_FROM_TRIGGER"),
     freshness_in_producer=_env_flag("ECOMMERCE_FRESHNESS_IN_PRODUCER"),
+    tests_in_model_task=_env_flag("ECOMMERCE_TESTS_IN_MODEL_TASK", default=False),
     invocation_mode=InvocationMode(os.environ.get("ECOMMERCE_DBT_INVOCATION_MODE", InvocationMode.SUBPROCESS.value)),
 )
 
@@ -152,7 +162,9 @@ def render_config(settings: TransformSettings = SETTINGS) -> RenderConfig:
 def _base_render_config(settings: TransformSettings) -> RenderConfig:
     return RenderConfig(
         load_method=LoadMode.DBT_MANIFEST,
-        test_behavior=settings.test_behavior,
+        # no test tasks: each model's task gates on its tests (the producer still builds them, see
+        # execution_config)
+        test_behavior=TestBehavior.NONE if settings.tests_in_model_task else settings.test_behavior,
         source_rendering_behavior=settings.source_rendering,
         enable_mock_profile=False,
         # a test on several models (e.g. daily revenue vs fct_orders) runs once all its models are built
@@ -172,6 +184,7 @@ def consumer_options(settings: TransformSettings = SETTINGS) -> ConsumerOptions:
         },
         outlets=MART_ASSETS,
         outlet_policy=task_policy("dbt_mart").operator_kwargs(),
+        tests_in_model_task=settings.tests_in_model_task,
     )
 
 
@@ -181,6 +194,10 @@ def execution_config(settings: TransformSettings = SETTINGS) -> ExecutionConfig:
     if settings.consumers_start_from_trigger:  # the marts' tasks end in the triggerer: it emits their Assets
         producer_args["post_execute"] = publish_built_outlets
         producer_args["outlets"] = [BUILT_OUTLETS]
+    if settings.tests_in_model_task:
+        # Without test tasks Cosmos narrows the build to `--resource-type model seed snapshot`; its
+        # flags add to these, so the build still runs every test and unit test the model tasks gate on.
+        producer_args["dbt_cmd_flags"] = [*producer_args.get("dbt_cmd_flags", []), *TESTS_IN_THE_BUILD]
     return ExecutionConfig(
         execution_mode=settings.execution_mode,
         invocation_mode=settings.invocation_mode,
@@ -209,14 +226,16 @@ def operator_args() -> dict[str, Any]:
     }
 
 
-def transform_task_group(group_id: str = TRANSFORM_GROUP_ID, **kwargs: Any) -> DbtTaskGroup:
+def transform_task_group(
+    group_id: str = TRANSFORM_GROUP_ID, settings: TransformSettings = SETTINGS, **kwargs: Any
+) -> DbtTaskGroup:
     """The dbt stage inside a pipeline DAG (call within a ``@dag`` body)."""
     group = DbtTaskGroup(
         group_id=group_id,
         project_config=project_config(),
         profile_config=profile_config(),
-        render_config=render_config(),
-        execution_config=execution_config(),
+        render_config=render_config(settings),
+        execution_config=execution_config(settings),
         operator_args=operator_args(),
         **kwargs,
     )

@@ -506,17 +506,6 @@ def test_dbt_docs_are_served_by_the_api_server(stack: LocalStack) -> None:
         assert response.status == 200 and b"dbt" in response.read().lower()
 
 
-@pytest.fixture
-def teleported_order(stack: LocalStack) -> Iterator[None]:
-    """One source order with a status the contract does not know, so stg_orders' test fails."""
-    with psycopg.connect(stack.source_dsn()) as conn:
-        (status,) = conn.execute("SELECT status FROM public.orders WHERE order_id = 1").fetchone()
-        conn.execute("UPDATE public.orders SET status = 'teleported', updated_at = now() WHERE order_id = 1")
-    yield
-    with psycopg.connect(stack.source_dsn()) as conn:
-        conn.execute("UPDATE public.orders SET status = %s, updated_at = now() WHERE order_id = 1", (status,))
-
-
 def test_a_failing_dbt_test_stops_its_descendants_only_and_alerts(stack: LocalStack, teleported_order: None) -> None:
     run_id, state, states = run_pipeline(stack)
 

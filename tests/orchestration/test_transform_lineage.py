@@ -3,6 +3,7 @@ per model, and each model's run waits for the tests of every model or source it 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pendulum
@@ -455,3 +456,88 @@ def test_a_mart_ends_in_the_triggerer_once_the_producer_succeeded_else_resumes(
     assert asyncio.run(trigger._producer_succeeded()) is ends_here
     if not ends_here:  # Cosmos's own event goes back: the task resumes on a worker and emits its outlets
         assert trigger._ending(built) is built
+
+
+@pytest.fixture(scope="module")
+def rendered_with_tests_in_model_task() -> tuple[dict, DAG]:
+    manifest = json.loads(require_manifest().read_text())
+    settings = dataclasses.replace(SETTINGS, tests_in_model_task=True, consumers_start_from_trigger=True)
+    with DAG("tests_in_model_task_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        transform_task_group(settings=settings)
+    return manifest, dag
+
+
+def test_with_tests_in_model_task_each_model_is_one_task_gated_by_its_tests_which_the_build_runs(
+    rendered_with_tests_in_model_task: tuple[dict, DAG],
+) -> None:
+    from include.orchestration.transform import TESTS_IN_THE_BUILD, node_kind
+
+    manifest, dag = rendered_with_tests_in_model_task
+    assert not [task for task in dag.task_ids if node_kind(task) == "test"]
+    tested = {
+        uid
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test"
+        for uid in node["depends_on"]["nodes"]
+    }
+    producer = dag.task_dict[f"{TRANSFORM_GROUP_ID}.dbt_producer_watcher"]
+    for name, node in models(manifest).items():
+        task = dag.task_dict[f"{TRANSFORM_GROUP_ID}.{name}_run"]
+        assert task.gated_by_tests is (node["unique_id"] in tested), name
+        assert task.start_trigger_args.trigger_kwargs["gated_by_tests"] is task.gated_by_tests
+    stg_orders = dag.task_dict[f"{TRANSFORM_GROUP_ID}.stg_orders_run"]
+    selected = stg_orders._selected_nodes(producer.tests_per_model)  # a cleared build: the model with its tests
+    assert selected[0] == "stg_orders" and any(
+        name.startswith("accepted_values_stg_orders_status") for name in selected
+    )
+    flags = producer.dbt_cmd_flags
+    assert flags[: len(TESTS_IN_THE_BUILD)] == list(TESTS_IN_THE_BUILD)  # with Cosmos's model/seed/snapshot after
+    assert {"model", "test", "unit_test"} <= {flags[i + 1] for i, flag in enumerate(flags) if flag == "--resource-type"}
+
+
+@pytest.mark.parametrize(
+    ("aggregates", "producer_state", "reason"),
+    [
+        ([None, "pass"], "running", None),  # its tests passed: the node's own success event
+        ([None, None, "fail"], "running", "tests_failed"),  # resumes on a worker, which names them
+        ([None, None], "success", None),  # the build selected none of them (Cosmos's "node not run")
+        ([None, None], "failed", "producer_failed"),  # the build died before they ran: the retry builds them
+    ],
+)
+def test_a_gated_trigger_ends_its_task_only_once_the_tests_reported(
+    aggregates: list[str | None], producer_state: str, reason: str | None
+) -> None:
+    import asyncio
+
+    from airflow.triggers.base import TriggerEvent
+
+    from include.orchestration.consumers import ConsumerTrigger
+
+    published = iter(aggregates)
+    lookups: list[tuple[str, str]] = []
+
+    class Trigger(ConsumerTrigger):
+        async def _get_producer_task_status(self, *_: object) -> str:
+            return producer_state
+
+        async def _xcom_of(self, task_id: str, key: str) -> object:
+            lookups.append((task_id, key))
+            return next(published, None)
+
+    trigger = Trigger(
+        model_unique_id="model.p.m",
+        producer_task_id="p",
+        dag_id="d",
+        run_id="r",
+        map_index=-1,
+        poke_interval=0.01,
+        gated_by_tests=True,
+    )
+    built = TriggerEvent({"status": "success"})
+    event = asyncio.run(trigger._after_the_tests(built))
+    assert lookups[0] == ("p", "model__p__m_tests_status")
+    assert (
+        (event is built)
+        if reason is None
+        else (event.payload["reason"] == reason and event.payload["status"] == "failed")
+    )
