@@ -30,7 +30,7 @@ from tests.dags.test_pipeline_drills import (
     slack_messages,
 )
 from tests.dbt.conftest import fast_policies_file
-from tests.dbt.contract_oracle import expected_marts, read_raw_postgres
+from tests.dbt.contract_oracle import comparable_marts, expected_marts, read_marts_snowflake, read_raw_postgres
 from tests.dbt.contract_oracle import read_marts_postgres as marts
 
 pytestmark = pytest.mark.slow
@@ -67,6 +67,17 @@ def model_tests(model: str) -> list[str]:
     ]
 
 
+def aggregate_of_tests(stack: LocalStack, run_id: str, model: str) -> object:
+    """What the producer published for all the model's tests ("pass" / "fail")."""
+    key = f"model__ecommerce__{model}_tests_status"
+    entry = api(base_url(stack), "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{PRODUCER}/xcomEntries/{key}")
+    return (
+        json.loads(entry["value"])
+        if isinstance(entry["value"], str) and entry["value"].startswith('"')
+        else entry["value"]
+    )
+
+
 def task_log(stack: LocalStack, run_id: str, task_id: str, attempt: int) -> str:
     return next(
         Path(stack.layout.logs_dir).rglob(f"run_id={run_id}/task_id={task_id}/attempt={attempt}.log")
@@ -95,6 +106,20 @@ def test_one_task_per_model_gated_by_its_tests_builds_the_contracts_marts_in_the
     aggregates = {e["key"] for e in entries["xcom_entries"] if e["key"].endswith("_tests_status")}
     assert "model__ecommerce__stg_orders_tests_status" in aggregates
     assert len(model_tests("stg_orders")) >= 2
+
+
+def test_on_snowflake_the_model_tasks_gate_on_the_tests_fakesnow_ran_and_build_the_same_marts(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    postgres_marts = comparable_marts(marts(stack.warehouse_dsn()))  # the happy path's
+    run_id, state, states = run_pipeline(stack, {"warehouse": "snowflake"})
+
+    assert state == "success", {task: s for task, s in states.items() if s != "success"}
+    assert aggregate_of_tests(stack, run_id, "stg_orders") == "pass"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", stack.settings.connection("warehouse_snowflake").to_env_value()
+    )
+    assert read_marts_snowflake() == postgres_marts
 
 
 def test_a_failing_test_fails_its_models_task_naming_it_and_stops_only_the_descendants(
