@@ -38,8 +38,8 @@ test: venv dbt-manifest lint ## lint, then the test suite (starts what it needs 
 bench-el: venv        ## extract-load benchmark (not part of the tests)
 	@$(PY) -m dev.bench_el --scales medium large
 
-bench: venv dbt-manifest ## whole-pipeline benchmark (not part of the tests); MODELS_CURVE=1,4,16 adds the model-count curve, DBT_RUNNER=1 the in-process dbt comparison
-	@$(PY) -m dev.bench --scale $(SCALE) --models-curve "$(MODELS_CURVE)" $(if $(DBT_RUNNER),--dbt-runner)
+bench: venv dbt-manifest ## whole-pipeline benchmark (not part of the tests); MODELS_CURVE=1,4,16 adds the model-count curve, DBT_RUNNER=1 the in-process dbt comparison, TESTS_IN_MODEL_TASK=1 runs it with each model's tests in its task
+	@$(if $(TESTS_IN_MODEL_TASK),ECOMMERCE_TESTS_IN_MODEL_TASK=true) $(PY) -m dev.bench --scale $(SCALE) --models-curve "$(MODELS_CURVE)" $(if $(DBT_RUNNER),--dbt-runner)
 
 clean-local: down     ## delete the local stack's data (.local/)
 	rm -rf .local
