@@ -94,6 +94,14 @@ class TransformSettings:
     # AFTER_EACH), which can be cleared on its own.
     tests_in_model_task: bool = False
 
+    def __post_init__(self) -> None:
+        if self.tests_in_model_task and not self.consumers_start_from_trigger:
+            raise ValueError(
+                "TransformSettings.tests_in_model_task needs consumers_start_from_trigger: the model's trigger is "
+                "what waits for its tests (a poking sensor would pass a model whose tests failed). Unset "
+                "ECOMMERCE_TESTS_IN_MODEL_TASK, or ECOMMERCE_CONSUMERS_START_FROM_TRIGGER=false."
+            )
+
 
 def _env_flag(name: str, default: bool = True) -> bool:
     return os.environ.get(name, str(default)).lower() not in ("false", "0", "")

@@ -541,3 +541,8 @@ def test_a_gated_trigger_ends_its_task_only_once_the_tests_reported(
         if reason is None
         else (event.payload["reason"] == reason and event.payload["status"] == "failed")
     )
+
+
+def test_tests_in_the_model_task_are_refused_without_triggers_which_gate_on_them() -> None:
+    with pytest.raises(ValueError, match="needs consumers_start_from_trigger.*ECOMMERCE_TESTS_IN_MODEL_TASK"):
+        dataclasses.replace(SETTINGS, tests_in_model_task=True, consumers_start_from_trigger=False)
