@@ -546,3 +546,42 @@ def test_a_gated_trigger_ends_its_task_only_once_the_tests_reported(
 def test_tests_in_the_model_task_are_refused_without_triggers_which_gate_on_them() -> None:
     with pytest.raises(ValueError, match="needs consumers_start_from_trigger.*ECOMMERCE_TESTS_IN_MODEL_TASK"):
         dataclasses.replace(SETTINGS, tests_in_model_task=True, consumers_start_from_trigger=False)
+
+
+@pytest.mark.parametrize(
+    ("task_id", "commands"),
+    [
+        ("stg_orders_run", [(["build"], ["--select", "stg_orders"])]),  # the model with its tests
+        (
+            "raw_customers_source",  # dbt's own freshness check, then the source's tests
+            [
+                (["source", "freshness"], ["--select", "source:raw.customers"]),
+                (["test"], ["--select", "source:raw.customers"]),
+            ],
+        ),
+    ],
+)
+def test_a_retried_task_gated_by_its_tests_runs_them_with_its_node(
+    rendered_with_tests_in_model_task: tuple[dict, DAG],
+    monkeypatch: pytest.MonkeyPatch,
+    task_id: str,
+    commands: list[tuple[list[str], list[str]]],
+) -> None:
+    """A retry (or a clear with nothing cleared below) falls back to dbt for the node alone: with
+    its tests in its task, the fallback runs them too. The dbt commands are recorded, not run."""
+    _, dag = rendered_with_tests_in_model_task
+    task = dag.task_dict[f"{TRANSFORM_GROUP_ID}.{task_id}"]
+    assert task.gated_by_tests
+    ran: list[tuple[list[str], list[str]]] = []
+    monkeypatch.setattr(
+        task, "build_and_run_cmd", lambda context, cmd_flags: ran.append((list(task.base_cmd), cmd_flags))
+    )
+    monkeypatch.setattr(task, "_cleared_followers", lambda context: [])  # nothing else cleared
+
+    class _TaskInstance:
+        def xcom_pull(self, *_: object, **__: object) -> None:  # the producer published no flags
+            return None
+
+    assert task._fallback_to_non_watcher_run(2, {"ti": _TaskInstance(), "dag": dag}) is True
+    assert [(base, flags[-2:]) for base, flags in ran] == commands
+    assert task.base_cmd == type(task).base_cmd  # the class's own command again
