@@ -17,4 +17,5 @@ RUN python -m include.orchestration.manifest
 # include/orchestration/docs.py). This default is `astro dev start`'s shared landing volume; a
 # deployment overrides it with its bucket and Connection (docs/deploying.md).
 ENV AIRFLOW__COSMOS__DBT_DOCS_PROJECTS='{"ecommerce": {"dir": "/usr/local/airflow/landing/dbt-docs/ecommerce", "name": "E-commerce dbt docs", "index": "index.html"}}' \
-    AIRFLOW__COSMOS__ENABLE_TELEMETRY=False
+    AIRFLOW__COSMOS__ENABLE_TELEMETRY=False \
+    AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1

@@ -36,6 +36,15 @@ AIRFLOW_METADATA_DB = "airflow"
 PIPELINE_DAG_ID = "ecommerce_elt"
 POSTGRES_SERVICES = ("source-db", "warehouse-db")
 EXECUTORS = ("local", "celery")
+# Airflow configuration the image sets too (Dockerfile ENV; tests/repo/test_deployment.py keeps them in step).
+IMAGE_AIRFLOW_CONFIG = {
+    "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+    # A task's supervisor notices its process has exited only when a select on the process's
+    # sockets returns; once the task has closed them, that select waits this long. At Airflow's 5 s
+    # every finished task kept its worker slot (and process) about 5 s after its success; 1 s also
+    # bounds how often a running task heartbeats.
+    "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -182,7 +191,7 @@ class LocalStack:
             "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": docs_projects_setting(
                 self.settings.variables[DOCS_URL_VARIABLE], DOCS_CONN_ID
             ),
-            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            **IMAGE_AIRFLOW_CONFIG,
             "PYTHONPATH": str(REPO_ROOT),
             **(self._celery_env() if self.executor == "celery" else {}),
         }

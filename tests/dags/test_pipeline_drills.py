@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -145,6 +146,33 @@ def test_consumer_tasks_take_no_worker_on_the_happy_path(stack: LocalStack) -> N
     on_a_worker = {task for task, ti in consumers.items() if ti["pid"] is not None or ti["queued_when"] is not None}
     assert on_a_worker == set()
     assert {ti["try_number"] for ti in consumers.values()} == {1}
+
+
+def test_a_finished_task_gives_its_worker_back_within_about_a_second(stack: LocalStack) -> None:
+    """A task's supervisor (the LocalExecutor worker's, or a Celery worker's) returns once it has
+    seen the task process exit; with Airflow's default ``[workers] min_heartbeat_interval`` of 5 s
+    it saw that about 5 s after the task's success, holding the worker slot and the process (the
+    stack and the image set 1 s, ``IMAGE_AIRFLOW_CONFIG``). The supervisor logs when it returns."""
+    ended = {
+        ti["id"]: datetime.fromisoformat(ti["end_date"])
+        for ti in task_instances(base_url(stack), DAG_ID, HAPPY_RUN["run_id"])
+        if ti["pid"] is not None and ti["end_date"]
+    }
+    deadline = time.monotonic() + 60
+    while (returned := workloads_returned(stack)).keys() < ended.keys() and time.monotonic() < deadline:
+        time.sleep(0.5)  # the run's last tasks' supervisors may still be returning
+    lingered = {ti: (returned[ti] - end).total_seconds() for ti, end in ended.items() if ti in returned}
+    assert len(lingered) == len(ended) > 10, (len(lingered), len(ended))
+    assert max(lingered.values()) < 3.0, sorted(lingered.values())
+
+
+def workloads_returned(stack: LocalStack) -> dict[str, datetime]:
+    """When each task's supervisor returned (its "Workload finished" line), by task instance id."""
+    returned = {}
+    for line in (stack.layout.logs_dir / "airflow-scheduler.log").read_text().splitlines():
+        if "Workload finished" in line and (match := re.search(r"workload_id=(\S+)", line)):
+            returned[match[1]] = datetime.fromisoformat(line.split(" ", 1)[0])
+    return returned
 
 
 def test_each_test_on_several_models_reads_its_own_result_from_the_build(stack: LocalStack) -> None:

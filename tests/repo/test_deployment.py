@@ -132,6 +132,14 @@ def test_the_images_docs_setting_is_the_one_the_local_settings_give() -> None:
     )
 
 
+def test_the_image_sets_the_airflow_configuration_the_local_stack_runs_with() -> None:
+    from dev.stack import IMAGE_AIRFLOW_CONFIG
+
+    env = " ".join(args for instruction, args in dockerfile_instructions() if instruction == "ENV")
+    values = dict(token.split("=", 1) for token in shlex.split(env))
+    assert {name: values.get(name) for name in IMAGE_AIRFLOW_CONFIG} == IMAGE_AIRFLOW_CONFIG
+
+
 @pytest.mark.slow
 def test_the_dockerfiles_run_steps_build_the_dbt_venv_and_the_manifest_in_a_copy_of_the_context(
     tmp_path: Path,
