@@ -31,17 +31,14 @@ from dev.airflow_client import (
     wait_for_run,
 )
 from dev.airflow_settings import ConnectionSpec
-from dev.embedded_postgres import find_free_port
 from dev.fault_proxy import FaultProxy, snowflake_statement_holding
-from dev.stack import LocalStack, StackLayout
+from dev.stack import LocalStack
 from include.orchestration.transform import MARTS, SETTINGS, node_kind
-from tests.dbt.conftest import fast_policies_file
+from tests.dags.conftest import DAG_ID, drill_stack
 from tests.dbt.contract_oracle import comparable_marts, expected_marts, read_marts_snowflake, read_raw_postgres
 from tests.dbt.contract_oracle import read_marts_postgres as marts
 
 pytestmark = pytest.mark.slow
-DAG_ID = "ecommerce_elt"
-RUN_DEADLINE_MINUTES = 0.25  # every drill run takes longer, so each one misses it and alerts
 STG_ORDERS_DESCENDANTS = (
     "int_orders_enriched",
     "fct_orders",
@@ -65,17 +62,10 @@ UNRELATED_MODELS = (
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    root = tmp_path_factory.mktemp("pipeline")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
-        patch.setenv("ECOMMERCE_POLICIES_FILE", str(fast_policies_file(root, RUN_DEADLINE_MINUTES)))
-        local = LocalStack(StackLayout(root / "local"), airflow_port=find_free_port())
-        local.up("small", with_airflow=True)
-        wait_for_dag(base_url(local), DAG_ID)
+    with drill_stack(tmp_path_factory.mktemp("pipeline")) as local:
         wait_for_dag(base_url(local), "marts_consumers")
         api(base_url(local), "PATCH", "/dags/marts_consumers", {"is_paused": False})
         yield local
-        local.down()
 
 
 def base_url(stack: LocalStack) -> str:

@@ -15,21 +15,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dev.airflow_client import api, clear_tasks, task_instances, task_states, wait_for_dag, wait_for_run
-from dev.embedded_postgres import find_free_port
-from dev.stack import LocalStack, StackLayout
+from dev.airflow_client import api, clear_tasks, task_instances, task_states, wait_for_run
+from dev.stack import LocalStack
 from include.orchestration.manifest import DBT_PROJECT_DIR
 from include.orchestration.transform import MARTS, node_kind
+from tests.dags.conftest import DAG_ID, drill_stack
 from tests.dags.test_pipeline_drills import (
-    DAG_ID,
-    RUN_DEADLINE_MINUTES,
     STG_ORDERS_DESCENDANTS,
     UNRELATED_MODELS,
     base_url,
     run_pipeline,
     slack_messages,
 )
-from tests.dbt.conftest import fast_policies_file
 from tests.dbt.contract_oracle import comparable_marts, expected_marts, read_marts_snowflake, read_raw_postgres
 from tests.dbt.contract_oracle import read_marts_postgres as marts
 
@@ -40,16 +37,8 @@ RUNS: dict[str, str] = {}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    root = tmp_path_factory.mktemp("tests_in_model_task")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
-        patch.setenv("ECOMMERCE_POLICIES_FILE", str(fast_policies_file(root, RUN_DEADLINE_MINUTES)))
-        patch.setenv("ECOMMERCE_TESTS_IN_MODEL_TASK", "true")
-        local = LocalStack(StackLayout(root / "local"), airflow_port=find_free_port())
-        local.up("small", with_airflow=True)
-        wait_for_dag(base_url(local), DAG_ID)
+    with drill_stack(tmp_path_factory.mktemp("tests_in_model_task"), ECOMMERCE_TESTS_IN_MODEL_TASK="true") as local:
         yield local
-        local.down()
 
 
 def model_task(model: str) -> str:

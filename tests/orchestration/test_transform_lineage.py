@@ -440,15 +440,7 @@ def test_a_mart_ends_in_the_triggerer_once_the_producer_succeeded_else_resumes(
         async def _get_producer_task_status(self, *_: object) -> str:  # the state lookup, as the API returns it
             return next(states)
 
-    trigger = Trigger(
-        model_unique_id="model.p.m",
-        producer_task_id="p",
-        dag_id="d",
-        run_id="r",
-        map_index=-1,
-        poke_interval=0.01,
-        resume_on_success=True,
-    )
+    trigger = probe_trigger(Trigger, resume_on_success=True)
     built = TriggerEvent({"status": "success"})
     assert trigger._outlets_left_to_the_producer(built)
     assert not trigger._outlets_left_to_the_producer(TriggerEvent({"status": "success", CLEARED_BUILD_KEY: {}}))
@@ -524,15 +516,7 @@ def test_a_gated_trigger_ends_its_task_only_once_the_tests_reported(
             lookups.append((task_id, key))
             return next(published, None)
 
-    trigger = Trigger(
-        model_unique_id="model.p.m",
-        producer_task_id="p",
-        dag_id="d",
-        run_id="r",
-        map_index=-1,
-        poke_interval=0.01,
-        gated_by_tests=True,
-    )
+    trigger = probe_trigger(Trigger, gated_by_tests=True)
     built = TriggerEvent({"status": "success"})
     event = asyncio.run(trigger._after_the_tests(built))
     assert lookups[0] == ("p", "model__p__m_tests_status")
@@ -585,3 +569,16 @@ def test_a_retried_task_gated_by_its_tests_runs_them_with_its_node(
     assert task._fallback_to_non_watcher_run(2, {"ti": _TaskInstance(), "dag": dag}) is True
     assert [(base, flags[-2:]) for base, flags in ran] == commands
     assert task.base_cmd == type(task).base_cmd  # the class's own command again
+
+
+def probe_trigger(cls: type, **kwargs: object) -> object:
+    """A consumer trigger for node ``model.p.m`` of producer ``p`` in DAG ``d``, run ``r``, polling fast."""
+    return cls(
+        model_unique_id="model.p.m",
+        producer_task_id="p",
+        dag_id="d",
+        run_id="r",
+        map_index=-1,
+        poke_interval=0.01,
+        **kwargs,
+    )
