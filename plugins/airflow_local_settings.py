@@ -72,9 +72,9 @@ def task_instance_mutation_hook(task_instance: Any) -> None:
     consumers subclass them in :data:`CONSUMER_MODULE`, which it does not match.
 
     A cleared try also leaves its node type's pool for the default one: the marts' one-slot pool
-    keeps the worker processes beside a running producer few, but in a clear the mart that leads
-    the cleared build holds that slot for the whole build, and the marts below it, each waiting
-    to emit its Asset, would then run one after another once the build had ended.
+    keeps the worker processes beside a running producer few, but a cleared mart runs dbt (a
+    cleared build, or its node alone) and would hold that slot for the whole run, so other cleared
+    marts that run their own would run one after another.
     """
     if not task_instance.try_number:
         return

@@ -16,13 +16,14 @@ producer reports the node. Only what has to run code goes to a worker, by resumi
   the task resumes as "producer skipped" and Cosmos runs its fallback (``dbt run|test|source
   freshness --select <node>``). The scheduler starts every try from the trigger (it reads the
   serialized operator, not the try), so the trigger decides by the rendered ``try_number``;
-- a node whose task carries outlets (the marts' Assets), when the producer cannot emit them: a task
+- a node whose task carries Assets (the marts'), when the task that built it did not emit them: a task
   ended by its trigger emits no asset events (``handle_event_submit`` for ``BaseTaskEndEvent`` only
-  sets the state). The producer's ``post_execute`` hook (:func:`publish_built_outlets`) emits the
-  outlets of every such task whose node the build succeeded, as its own events through
-  :data:`BUILT_OUTLETS` (the task's id in each event's ``extra``), so the task waits for the producer to
-  end and ends in the triggerer. Only if the producer failed after building the node (another node
-  failed), or in a cleared build, does the task resume to succeed on a worker, which emits them.
+  sets the state). The task that built the node emits them as its own events through
+  :data:`BUILT_OUTLETS` (:func:`emit_built_outlets`, the consumer's task id in each event's
+  ``extra``): the producer in its ``post_execute`` hook (:func:`publish_built_outlets`), a cleared
+  build's leader after its build; so the task waits for that task to end and ends in the triggerer.
+  Only if that task failed after building the node (another node failed) does it resume to succeed
+  on a worker, which emits them.
 
 **Released at the stage's start, gated by the build.** With triggers, no consumer waits for its
 parents' tasks: :func:`release_at_stage_start` puts an empty task before every consumer (done when
@@ -73,7 +74,13 @@ from typing import Any
 
 from airflow.exceptions import AirflowException
 from airflow.sdk import Asset, AssetAlias, TriggerRule
-from airflow.triggers.base import StartTriggerArgs, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+from airflow.triggers.base import (
+    BaseTaskEndEvent,
+    StartTriggerArgs,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 from asgiref.sync import sync_to_async
 from cosmos import RenderConfig
 from cosmos.airflow.graph import create_task_metadata, create_test_task_metadata
@@ -115,9 +122,10 @@ _BUILDER_TYPES = ("ModelConsumer", "TestConsumer")  # the tasks a cleared build'
 # (event loop, DAG, run, what): when it was looked up, and the lookup. One per interval serves them all.
 _SHARED_LOOKUPS: dict[tuple[Any, ...], tuple[float, asyncio.Future[Any]]] = {}
 _SHARED_LOOKUP_MAX_AGE_S = 1.0
-# A task with outlets whose node succeeded waits for the producer's end, the stage's last step: for
-# these few tasks, at the very end of the build, it is looked up more often.
-_PRODUCER_END_LOOKUP_S = 0.25
+# A task with Assets whose node succeeded waits for the end of the task that built it (the producer, or
+# a cleared build's leader), the build's last step: for these few tasks, at its very end, it is looked
+# up more often.
+_BUILDER_END_LOOKUP_S = 0.25
 # A consumer whose parent models have no result here yet looks its own node up once per this many
 # intervals: a parent's consumer may wait in another triggerer process, whose reads are not seen here.
 _GATED_LOOKUP_INTERVALS = 5
@@ -154,8 +162,9 @@ class ConsumerTrigger(WatcherTrigger):
 
     :param try_number: the task's try; after the first, the task ends with its node's result in a
         cleared build led by an ancestor, or resumes on a worker for Cosmos's fallback run.
-    :param resume_on_success: a task with outlets: after a success, end here only once the producer
-        has succeeded (it emitted them), else resume on a worker, which emits them.
+    :param resume_on_success: a task with Assets: after a success, end here only once the task that
+        built the node (the producer, or a cleared build's leader) has succeeded, which emitted them;
+        else resume on a worker, which emits them.
     :param upstream_task_ids: the task's parents in the lineage (not the release task).
     :param released: the task was released at the stage's start, not by its parents' tasks; the
         trigger then decides what the edges would have (see the module docstring).
@@ -204,7 +213,7 @@ class ConsumerTrigger(WatcherTrigger):
         ancestors = self._ancestors() if int(self.try_number) > 1 else []
         self._release_the_dag()
         if int(self.try_number) > 1:
-            yield self._ending(await self._retry_event(ancestors))
+            yield self._ending(await self._with_outlets_emitted(await self._retry_event(ancestors)))
             return
         await self._wait_for_parent_models()
         async for event in super().run():
@@ -214,9 +223,7 @@ class ConsumerTrigger(WatcherTrigger):
                 event = await self._after_the_tests(event)
             if event.payload.get("status") == EventStatus.FAILED and await self._a_parent_did_not_succeed():
                 event = TaskSkippedEvent()  # dbt skipped the node for its parent's failure
-            elif self._outlets_left_to_the_producer(event) and await self._producer_succeeded():
-                event = TaskSuccessEvent()  # its hook emitted the task's outlets (publish_built_outlets)
-            yield self._ending(event)
+            yield self._ending(await self._with_outlets_emitted(event))
             return
 
     def _release_the_dag(self) -> None:
@@ -280,8 +287,14 @@ class ConsumerTrigger(WatcherTrigger):
         return await self._get_producer_task_status() in PRODUCER_FINAL_STATES
 
     async def _task_ended(self, task_id: str) -> bool:
-        """Whether ``task_id`` (a cleared build's leader) has ended, looked up once per interval for
-        all the consumers of this process that ask."""
+        """Whether ``task_id`` (a cleared build's leader) has ended."""
+        return await self._task_state(task_id) in _FINAL_STATES
+
+    async def _task_state(self, task_id: str, max_age_s: float = _SHARED_LOOKUP_MAX_AGE_S) -> str | None:
+        """The state of ``task_id`` (the producer or a cleared build's leader), looked up at most once
+        per ``max_age_s`` for all the consumers of this process that ask."""
+        if task_id == self.producer_task_id:
+            return await self._get_producer_task_status(max_age_s)
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
         def state() -> str | None:
@@ -292,22 +305,34 @@ class ConsumerTrigger(WatcherTrigger):
             return str(found) if found else None
 
         key = (self.dag_id, str(self.run_id), "task state", task_id)
-        return await self._shared_lookup(key, sync_to_async(state)) in _FINAL_STATES
+        return await self._shared_lookup(key, sync_to_async(state), max_age_s)
 
-    def _outlets_left_to_the_producer(self, event: TriggerEvent) -> bool:
-        """A task with outlets whose node the producer's build itself reported a success for
-        (not a cleared build's leader, which emits nothing for its followers)."""
-        payload = event.payload
-        return (
-            self.resume_on_success and payload.get("status") == EventStatus.SUCCESS and CLEARED_BUILD_KEY not in payload
-        )
+    async def _end_state(self, task_id: str) -> str | None:
+        """The state ``task_id`` ended in, looked up every :data:`_BUILDER_END_LOOKUP_S` meanwhile."""
+        while (state := await self._task_state(task_id, _BUILDER_END_LOOKUP_S)) not in _FINAL_STATES:
+            await asyncio.sleep(_BUILDER_END_LOOKUP_S)
+        return state
 
     async def _producer_succeeded(self) -> bool:
-        """Once the producer has ended: did it succeed? Its outlet events are registered with its
-        state, in the same call, so a success means they are there."""
-        while (state := await self._get_producer_task_status(_PRODUCER_END_LOOKUP_S)) not in PRODUCER_FINAL_STATES:
-            await asyncio.sleep(_PRODUCER_END_LOOKUP_S)
-        return state == ProducerTaskState.SUCCESS
+        """Once the producer has ended: did it succeed?"""
+        return await self._end_state(self.producer_task_id) == ProducerTaskState.SUCCESS
+
+    async def _with_outlets_emitted(self, event: TriggerEvent) -> TriggerEvent:
+        """For a task with Assets whose node succeeded (:attr:`resume_on_success`): the event that
+        ends it here once the task that built the node (the producer, or a cleared build's leader)
+        has succeeded, which emitted its Assets as its own events (:func:`emit_built_outlets`):
+        Airflow registers a task's outlet events with its state, in the same call. If that task
+        failed (another node did) it emitted nothing, and Cosmos's event goes back: the task resumes
+        on a worker, which emits them."""
+        if isinstance(event, BaseTaskEndEvent) or not self.resume_on_success:
+            return event
+        if event.payload.get("status") != EventStatus.SUCCESS:
+            return event
+        ticket = event.payload.get(CLEARED_BUILD_KEY)
+        builder = ticket["leader"] if ticket else self.producer_task_id
+        if await self._end_state(builder) != ProducerTaskState.SUCCESS:
+            return event
+        return TaskSuccessEvent(xcoms={CLEARED_BUILD_KEY: ticket} if ticket else None)
 
     async def _wait_for_parent_models(self) -> None:
         """Until a consumer of this process has read a result for each parent model, or the
@@ -545,7 +570,7 @@ class ConsumerMixin:
                 "poke_interval": self.poke_interval,
                 "is_test_sensor": self.is_test_sensor,
                 "try_number": self.try_number,
-                "resume_on_success": bool(self.outlets),
+                "resume_on_success": bool(_assets(self)),
                 "upstream_task_ids": sorted(_parents(self)),
                 "parent_models": _parent_models(self),
                 "run_started": self.run_started,
@@ -699,6 +724,7 @@ class ConsumerMixin:
             tests = get_xcom_val(ti, self.task_id, get_tests_status_xcom_key(self.model_unique_id))  # type: ignore[attr-defined]
             if tests is not None and not is_dbt_node_status_success(tests):
                 self._fail_for_tests(context, self.task_id)  # type: ignore[attr-defined]
+        emit_built_outlets(context, self.task_id, followers, require_tests_passed=True)  # type: ignore[attr-defined]
 
     def _handle_no_dbt_node_status(self, producer_task_state: str | None, try_number: int, context: Any) -> bool:
         """Once the producer's ``dbt build`` succeeded, a node without a status did not fail (Cosmos's
@@ -855,6 +881,10 @@ def _instantiate(
     if resource_type == DbtResourceType.MODEL and node.resource_name in options.outlets:
         arguments.update(options.outlet_policy)
         arguments["outlets"] = [*arguments.get("outlets", []), options.outlets[node.resource_name]]
+    if options.start_from_trigger and options.outlets and _leads_cleared_builds(resource_type, node):
+        # Airflow registers an alias's events only for a task that lists it: a cleared build's leader
+        # emits its followers' Assets through it (:func:`emit_built_outlets`).
+        arguments["outlets"] = [*arguments.get("outlets", []), BUILT_OUTLETS]
     meta = TaskMetadata(
         id=meta.id,
         owner=meta.owner,
@@ -911,28 +941,48 @@ def with_detached_tests(tests_per_model: Mapping[str, list[str]], tasks: Sequenc
 
 
 def publish_built_outlets(context: Any, result: Any = None) -> None:
-    """The producer's ``post_execute`` hook: emit the outlets of the consumers that end in the
-    triggerer (which emits none) and whose node this build succeeded, as the producer's events
-    through :data:`BUILT_OUTLETS`, each naming the consumer's task and node in its ``extra``.
+    """The producer's ``post_execute`` hook: :func:`emit_built_outlets` for every consumer of its
+    build. It runs only when the build succeeded; otherwise those consumers resume on a worker and
+    emit their own (:meth:`ConsumerTrigger._with_outlets_emitted`)."""
+    producer = context["task"]
+    consumers = [task for task in context["dag"].tasks if getattr(task, "producer_task_id", None) == producer.task_id]
+    emit_built_outlets(context, producer.task_id, consumers)
 
-    It runs only when the build succeeded; otherwise those consumers resume on a worker and emit
-    their own (:meth:`ConsumerTrigger._producer_succeeded`). A node left out of the build (a stale
-    source) has no successful status and gets no event.
+
+def emit_built_outlets(context: Any, builder: str, tasks: Sequence[Any], *, require_tests_passed: bool = False) -> None:
+    """Emit, as the running task's own events through :data:`BUILT_OUTLETS`, the Assets of those of
+    ``tasks`` that end in the triggerer (which emits none) and whose node ``builder``'s build (the
+    producer's, or this cleared build's) succeeded; each event names the consumer's task and node in
+    its ``extra``. A node left out of the build (a stale source) gets no event.
+
+    :param require_tests_passed: the build may have failed elsewhere (a cleared build's leader
+        succeeds unless its own node failed): a task its tests gate gets an event only if they all
+        reported a pass, as its trigger requires before it ends from a cleared build. (The producer's
+        hook runs only after a build in which nothing failed.)
     """
-    ti, producer = context["ti"], context["task"]
+    ti, running = context["ti"], context["task"]
     events = context["outlet_events"][BUILT_OUTLETS]
-    for task in context["dag"].tasks:
-        if not (isinstance(task, ConsumerMixin) and task.start_from_trigger and task.outlets):
+    for task in tasks:
+        if not (isinstance(task, ConsumerMixin) and task.start_from_trigger and _assets(task)):
             continue
-        if task.producer_task_id != producer.task_id:
-            continue
-        status = get_xcom_val(ti, producer.task_id, _status_key(task))
+        status = get_xcom_val(ti, builder, _status_key(task))
         if not is_dbt_node_status_success(status.get("status") if isinstance(status, dict) else status):
             continue
-        for outlet in task.outlets:
-            if isinstance(outlet, Asset):
-                events.add(outlet, extra={"task_id": task.task_id, "dbt_node": task.model_unique_id})
-                producer.log.info("Asset event for %s (%s): %s", task.task_id, task.model_unique_id, outlet.uri)
+        tests_key = get_tests_status_xcom_key(task.model_unique_id)
+        if (
+            require_tests_passed
+            and task.gated_by_tests
+            and not is_dbt_node_status_success(get_xcom_val(ti, builder, tests_key))
+        ):
+            continue
+        for asset in _assets(task):
+            events.add(asset, extra={"task_id": task.task_id, "dbt_node": task.model_unique_id})
+            running.log.info("Asset event for %s (%s): %s", task.task_id, task.model_unique_id, asset.uri)
+
+
+def _assets(task: Any) -> list[Asset]:
+    """The task's Asset outlets (not :data:`BUILT_OUTLETS`, through which it may emit others')."""
+    return [outlet for outlet in task.outlets if isinstance(outlet, Asset)]
 
 
 def _parents(task: Any) -> set[str]:
@@ -968,6 +1018,14 @@ def _in_cleared_builds(task: Any) -> bool:
     """A model's task or its tests' task can lead a cleared build; a cleared test on several models
     (its own task) is built by its models' leader, or runs itself."""
     return isinstance(task, (ModelConsumer, TestConsumer)) and not _is_detached_test(task)
+
+
+def _leads_cleared_builds(resource_type: DbtResourceType, node: DbtNode) -> bool:
+    """:func:`_in_cleared_builds` for a task being rendered: a model's, or its tests' (a test task
+    whose node is the model, not a test)."""
+    return resource_type == DbtResourceType.MODEL or (
+        resource_type == DbtResourceType.TEST and node.resource_type != DbtResourceType.TEST
+    )
 
 
 def _is_detached_test(task: Any) -> bool:

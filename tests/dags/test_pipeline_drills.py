@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlencode
 
 import psycopg
 import pytest
@@ -197,7 +197,8 @@ def test_each_test_on_several_models_reads_its_own_result_from_the_build(stack: 
 def test_clearing_a_model_reruns_it_and_then_its_descendants(stack: LocalStack) -> None:
     """The cleared model's second try runs on a worker and builds itself and its cleared
     descendants in one ``dbt build``; each descendant's task reports its own node from that build
-    (the ticket it read), in the triggerer but for the marts, the rest of the run stays as it was."""
+    (the ticket it read) in the triggerer, without a worker: the leader emitted the cleared marts'
+    Assets for them. The rest of the run stays as it was."""
     run_id = HAPPY_RUN["run_id"]
     cleared = "transform.int_orders_enriched.run"
     clear_tasks(base_url(stack), DAG_ID, run_id, [cleared])
@@ -214,8 +215,17 @@ def test_clearing_a_model_reruns_it_and_then_its_descendants(stack: LocalStack) 
     for task in followers:
         assert instances[task]["try_number"] == 2, task
         assert cleared_build(stack, run_id, task)["leader"] == cleared, task
-        if task.removesuffix(".run").removeprefix("transform.") not in MARTS:  # ended by its trigger, no worker
-            assert instances[task]["pid"] is None and instances[task]["queued_when"] is None, task
+        assert instances[task]["pid"] is None and instances[task]["queued_when"] is None, task  # no worker
+    cleared_marts = {task for mart in MARTS if instances[task := f"transform.{mart}.run"]["try_number"] == 2}
+    assert {"transform.fct_orders.run", "transform.dim_customers.run"} <= cleared_marts
+    for task in cleared_marts:
+        assert cleared_build(stack, run_id, task)["leader"] == cleared, task
+        assert instances[task]["pid"] is None and instances[task]["queued_when"] is None, task
+    query = urlencode({"source_run_id": run_id, "source_task_id": cleared})
+    events = api(base_url(stack), "GET", f"/assets/events?{query}")["asset_events"]
+    by_leader = [e for e in events if e["uri"].startswith("ecommerce://")]  # not Cosmos's per-table Assets
+    assert sorted(e["extra"]["task_id"] for e in by_leader) == sorted(cleared_marts), by_leader
+    assert all(e["uri"] == f"ecommerce://marts/{e['extra']['task_id'].split('.')[1]}" for e in by_leader), by_leader
     for model in UNRELATED_MODELS:
         assert instances[f"transform.{model}.run"]["try_number"] == 1, model
     leader_log = next(Path(stack.layout.logs_dir).rglob(f"run_id={run_id}/task_id={cleared}/attempt=2.log")).read_text()
@@ -238,7 +248,7 @@ def test_the_marts_asset_queues_the_consumer_which_exports_the_report(stack: Loc
     per run, naming the task and the dbt node."""
     events = api(base_url(stack), "GET", "/assets/events?limit=100")["asset_events"]
     happy = [e for e in events if e["source_run_id"] == HAPPY_RUN["run_id"] and e["uri"].startswith("ecommerce://")]
-    # (a mart cleared by an earlier drill in this run emitted its own on its second try, on a worker)
+    # (a mart cleared by an earlier drill in this run has a second event, from that clear's leader)
     by_producer = [e for e in happy if e["source_task_id"] == "transform.dbt_producer_watcher"]
     assert sorted(e["uri"] for e in by_producer) == sorted(f"ecommerce://marts/{mart}" for mart in MARTS), happy
     revenue = [e for e in by_producer if e["uri"] == "ecommerce://marts/fct_daily_revenue"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -149,4 +150,15 @@ def test_the_failed_models_task_cleared_after_the_fix_rebuilds_it_with_its_tests
         assert after[model_task(model)] == "success", model
     leader = task_log(stack, run_id, cleared, 2)
     assert "One dbt build for" in leader and "accepted_values" in leader  # the model's tests were in it
+    # its descendants, the marts too, ended from that build in the triggerer; it emitted the marts' Assets
+    instances = {ti["task_id"]: ti for ti in task_instances(base_url(stack), DAG_ID, run_id)}
+    for model in STG_ORDERS_DESCENDANTS:
+        assert instances[model_task(model)]["pid"] is None, model
+        assert instances[model_task(model)]["queued_when"] is None, model
+    cleared_marts = sorted(model_task(mart) for mart in MARTS if mart in STG_ORDERS_DESCENDANTS)
+    assert cleared_marts
+    query = urlencode({"source_run_id": run_id, "source_task_id": cleared})
+    events = api(base_url(stack), "GET", f"/assets/events?{query}")["asset_events"]
+    by_leader = [e for e in events if e["uri"].startswith("ecommerce://")]  # not Cosmos's per-table Assets
+    assert sorted(e["extra"]["task_id"] for e in by_leader) == cleared_marts, by_leader
     assert marts(dsn) == expected_marts(read_raw_postgres(dsn))

@@ -142,6 +142,8 @@ def test_a_sensor_without_a_node_status_concludes_from_the_producers_build(rende
 def test_consumers_start_from_their_trigger_with_templated_run_and_try(rendered: tuple[dict, DAG]) -> None:
     """Every model/test/source task is created deferred by the scheduler; the triggerer renders the
     run id and try number (a try after the first resumes on a worker for Cosmos's fallback run)."""
+    from include.orchestration.consumers import BUILT_OUTLETS, _assets, _in_cleared_builds
+
     _, dag = rendered
     consumers = [t for t in dag.tasks if hasattr(t, "poke_interval")]
     assert {type(t).__module__ for t in consumers} == {"include.orchestration.consumers"}
@@ -157,8 +159,10 @@ def test_consumers_start_from_their_trigger_with_templated_run_and_try(rendered:
         assert kwargs["producer_task_id"] == producer.task_id
         assert kwargs["run_id"] == "{{ run_id }}" and kwargs["try_number"] == "{{ ti.try_number }}"
         assert {"run_id", "try_number"} <= set(consumer.template_fields)
-        assert kwargs["resume_on_success"] is bool(consumer.outlets)  # only the marts resume, for their Assets
-    assert sum(bool(t.outlets) for t in consumers) == len(MART_ASSETS)
+        assert kwargs["resume_on_success"] is bool(_assets(consumer))  # only the marts wait, for their Assets
+        # what can lead a cleared build lists the alias it emits its followers' Assets through
+        assert (BUILT_OUTLETS in consumer.outlets) is _in_cleared_builds(consumer), consumer.task_id
+    assert sum(bool(_assets(t)) for t in consumers) == len(MART_ASSETS)
 
 
 def test_the_serialized_dag_keeps_the_trigger_start(rendered: tuple[dict, DAG]) -> None:
@@ -268,7 +272,7 @@ def test_a_cleared_build_ticket_serves_only_its_clear_and_its_tasks() -> None:
 
 def test_a_task_ended_from_a_cleared_build_ends_in_the_triggerer_and_keeps_the_ticket() -> None:
     """A follower of a cleared build needs no worker: its trigger ends it with the ticket as its XCom;
-    a task with outlets (a mart) resumes on a worker with the ticket in the event."""
+    a task with Assets (a mart) goes on only once its leader has emitted them (see below)."""
     from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
     from include.orchestration.consumers import CLEARED_BUILD_KEY, ConsumerTrigger
@@ -421,33 +425,83 @@ def test_the_producer_emits_the_outlets_of_the_tasks_that_end_in_the_triggerer(r
     }
 
 
-@pytest.mark.parametrize(("producer_state", "ends_here"), [("success", True), ("failed", False)])
-def test_a_mart_ends_in_the_triggerer_once_the_producer_succeeded_else_resumes(
-    producer_state: str, ends_here: bool
+@pytest.mark.parametrize("cleared", [False, True], ids=["producer", "cleared build"])
+@pytest.mark.parametrize(("builder_state", "ends_here"), [("success", True), ("failed", False)])
+def test_a_mart_ends_in_the_triggerer_once_its_builder_succeeded_else_resumes(
+    cleared: bool, builder_state: str, ends_here: bool
 ) -> None:
-    """After its node's success, a task with outlets waits for the producer's end: a success means
-    the producer emitted them (the task ends here); a failed build emitted nothing (it resumes on a
-    worker, which emits them). A cleared build's follower always resumes."""
+    """After its node's success, a task with Assets waits for the end of the task that built the node
+    (the producer, or a cleared build's leader): a success means that task emitted them (the task
+    ends here, a cleared build's follower with the ticket); a failed build emitted nothing (Cosmos's
+    event goes back: it resumes on a worker, which emits them)."""
     import asyncio
 
-    from airflow.triggers.base import TriggerEvent
+    from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
     from include.orchestration.consumers import CLEARED_BUILD_KEY, ConsumerTrigger
 
-    states = iter(["running", "running", producer_state])
+    ticket = {"leader": "transform.a.run", "run_started": 1.0, "tasks": ["transform.m.run"]}
+    builder = ticket["leader"] if cleared else "p"
+    states = iter(["running", "running", builder_state])
+    looked_up: set[str] = set()
 
     class Trigger(ConsumerTrigger):
-        async def _get_producer_task_status(self, *_: object) -> str:  # the state lookup, as the API returns it
+        async def _task_state(self, task_id: str, *_: object) -> str:  # the state lookup, as the API returns it
+            looked_up.add(task_id)
             return next(states)
 
     trigger = probe_trigger(Trigger, resume_on_success=True)
-    built = TriggerEvent({"status": "success"})
-    assert trigger._outlets_left_to_the_producer(built)
-    assert not trigger._outlets_left_to_the_producer(TriggerEvent({"status": "success", CLEARED_BUILD_KEY: {}}))
-    assert not trigger._outlets_left_to_the_producer(TriggerEvent({"status": "failed"}))
-    assert asyncio.run(trigger._producer_succeeded()) is ends_here
-    if not ends_here:  # Cosmos's own event goes back: the task resumes on a worker and emits its outlets
-        assert trigger._ending(built) is built
+    built = TriggerEvent({"status": "success", **({CLEARED_BUILD_KEY: ticket} if cleared else {})})
+    event = asyncio.run(trigger._with_outlets_emitted(built))
+    assert looked_up == {builder}
+    if ends_here:
+        assert isinstance(event, TaskSuccessEvent)
+        assert event.xcoms == ({CLEARED_BUILD_KEY: ticket} if cleared else None)
+    else:
+        assert event is built and trigger._ending(event) is event
+    failed = TriggerEvent({"status": "failed"})  # nothing to wait for: the task resumes to report it
+    assert asyncio.run(trigger._with_outlets_emitted(failed)) is failed
+
+
+def test_a_cleared_builds_leader_emits_the_assets_of_its_followers_that_end_from_it(
+    rendered_with_tests_in_model_task: tuple[dict, DAG],
+) -> None:
+    """The leader emits, through its alias outlet, the Asset of each follower mart whose node and
+    tests its build passed (the real function, on the rendered DAG, with the leader's published
+    statuses); a mart whose tests failed (it resumes and fails, naming them) or that the build
+    left out gets none, and a model task without an Asset none either."""
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from include.orchestration.consumers import BUILT_OUTLETS, emit_built_outlets
+
+    _, dag = rendered_with_tests_in_model_task
+    leader = dag.task_dict[f"{TRANSFORM_GROUP_ID}.stg_orders_run"]
+    assert BUILT_OUTLETS in leader.outlets
+    followers = [dag.task_dict[f"{TRANSFORM_GROUP_ID}.{name}_run"] for name in (*MART_ASSETS, "int_orders_enriched")]
+    published = {  # what the leader pushed while dbt built (a model's status is a dict)
+        "model__ecommerce__fct_orders_status": {"status": "success", "outlet_uris": []},
+        "model__ecommerce__fct_orders_tests_status": "pass",
+        "model__ecommerce__dim_customers_status": {"status": "success", "outlet_uris": []},
+        "model__ecommerce__dim_customers_tests_status": "fail",
+        "model__ecommerce__fct_daily_revenue_status": {"status": "success", "outlet_uris": []},
+        "model__ecommerce__fct_daily_revenue_tests_status": "pass",
+        "model__ecommerce__int_orders_enriched_status": {"status": "success", "outlet_uris": []},
+        "model__ecommerce__int_orders_enriched_tests_status": "pass",
+    }
+
+    class LeaderTI:
+        def xcom_pull(self, task_ids: str, key: str) -> object:
+            assert task_ids == leader.task_id
+            return published.get(key)
+
+    events = OutletEventAccessors()
+    context = {"ti": LeaderTI(), "task": leader, "dag": dag, "outlet_events": events}
+    emit_built_outlets(context, leader.task_id, followers, require_tests_passed=True)
+    emitted = {e.dest_asset_key.uri: e.extra for e in events[BUILT_OUTLETS].asset_alias_events}
+    assert emitted == {
+        MART_ASSETS[mart].uri: {"task_id": f"{TRANSFORM_GROUP_ID}.{mart}_run", "dbt_node": f"model.ecommerce.{mart}"}
+        for mart in ("fct_orders", "fct_daily_revenue")
+    }
 
 
 @pytest.fixture(scope="module")
