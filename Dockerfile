@@ -18,4 +18,5 @@ RUN python -m include.orchestration.manifest
 # deployment overrides it with its bucket and Connection (docs/deploying.md).
 ENV AIRFLOW__COSMOS__DBT_DOCS_PROJECTS='{"ecommerce": {"dir": "/usr/local/airflow/landing/dbt-docs/ecommerce", "name": "E-commerce dbt docs", "index": "index.html"}}' \
     AIRFLOW__COSMOS__ENABLE_TELEMETRY=False \
-    AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1
+    AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1 \
+    AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.25
