@@ -515,7 +515,12 @@ def test_a_warehouse_that_stops_answering_mid_build_stops_the_producer_and_the_r
     detail = json.dumps(alerts[0])
     assert f"Warehouse Connection 'warehouse_{warehouse}' failed every probe" in detail
     assert "unreachable_after" in detail
-    assert instances["transform.int_orders_enriched.run"]["try_number"] > 1  # rebuilt by its own task
+    # rebuilt by a retry: its own second try, or (when a test of a parent was cut off with the build)
+    # that test's retry, which leads one build of the waiting tasks below it and lists it in its ticket
+    rebuilt = "transform.int_orders_enriched.run"
+    if instances[rebuilt]["try_number"] == 1:
+        leader = cleared_build(stack, run_id, rebuilt)["leader"]
+        assert instances[leader]["try_number"] > 1, leader
     if warehouse == "snowflake":
         monkeypatch.setenv(
             "AIRFLOW_CONN_WAREHOUSE_SNOWFLAKE", stack.settings.connection("warehouse_snowflake").to_env_value()
