@@ -82,6 +82,8 @@ class StripeStub:
         self._random = random.Random(seed)
         self.injected = {429: 0, 500: 0}  # faults served so far: tests prove the retries were exercised
         self._lock = threading.Lock()
+        self._cursors: list[str | None] = []  # ``starting_after`` of each charges page asked for, in order
+        self._asked = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ serving
@@ -138,8 +140,17 @@ class StripeStub:
                 {"Stripe-Should-Retry": "true"},
             )
 
+    def wait_for_charges_page(self, starting_after: str | None, timeout_s: float) -> bool:
+        """Whether a client asked for the charges page after ``starting_after`` within ``timeout_s``:
+        how a test sees what a client requests while it is still working on the page before."""
+        with self._asked:
+            return self._asked.wait_for(lambda: starting_after in self._cursors, timeout_s)
+
     def list_charges(self, params: dict[str, list[str]]) -> dict[str, Any]:
         query = parse_list_query(params)
+        with self._asked:
+            self._cursors.append(query.starting_after)
+            self._asked.notify_all()
         try:
             charges, has_more = self.store.page(query)
         except UnknownCharge as missing:

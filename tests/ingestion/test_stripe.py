@@ -22,7 +22,7 @@ from dev.charge_store import ChargeStore
 from dev.shopgen.rows import refund
 from dev.stripe_stub import Faults, StripeStub
 from include.ingestion.pipeline import extract
-from include.ingestion.sources.stripe import StripeApiError, StripeAuthError
+from include.ingestion.sources.stripe import PAGE_SIZE, StripeApiError, StripeAuthError, StripeClient
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
 from tests.dbt.conftest import snowflake_connection_env
 
@@ -142,6 +142,28 @@ def raw_state(setup: Setup, warehouse: str) -> tuple[dict[str, dict], dict[str, 
         conn.close()
 
 
+def test_the_text_of_a_nul_escape_is_kept_and_only_real_nul_characters_are_removed(
+    setup: Setup, warehouse: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a charge whose JSON holds ``\\u0000`` is searched for NULs: a backslash followed by
+    ``u0000`` in a string is text to keep, next to a real NUL in the same charge; quotes, backslashes
+    and characters outside ASCII arrive as sent in either warehouse."""
+    hostile = charge(9_001, NOW - 5)
+    hostile["metadata"] = {"path": "C:\\u0000dir", "note": "gift\x00wrap", "backslashes": "\\\\u0000"}
+    plain = charge(9_002, NOW - 6)
+    plain["metadata"] = {"path": "C:\\u0000dir", "name": 'Zoë "Ö", \\N 😀'}
+    setup.store.insert([hostile, plain])
+    caplog.set_level(logging.WARNING)
+
+    extract("stripe_charges", warehouse=warehouse)
+
+    loaded, _ = raw_state(setup, warehouse)
+    assert loaded[hostile["id"]]["metadata"] == {"path": "C:\\u0000dir", "note": "giftwrap", "backslashes": "\\\\u0000"}
+    assert loaded[plain["id"]] == plain
+    assert f"Stripe charge {hostile['id']}: removed NUL characters from metadata.note" in caplog.text
+    assert plain["id"] not in caplog.text
+
+
 def test_a_refund_older_than_the_reread_window_arrives_through_events_and_a_rerun_merges_nothing(
     setup: Setup, warehouse: str
 ) -> None:
@@ -194,6 +216,16 @@ def test_a_nul_in_metadata_is_stripped_with_a_warning_and_every_charge_loads(
     expected = {c["id"]: {**c, "metadata": {**c["metadata"], "note": "giftwrap"}} for c in setup.store.all()}
     assert loaded == expected
     assert "removed NUL characters from metadata.note" in caplog.text
+
+
+def test_the_next_page_is_requested_while_the_caller_still_works_on_this_one(setup: Setup) -> None:
+    charges = StripeClient("stripe_api").charges()
+    first_page = [next(charges) for _ in range(PAGE_SIZE)]
+
+    # the listing is suspended inside the first page, yet the second is already asked for
+    assert setup.stub.wait_for_charges_page(first_page[-1]["id"], timeout_s=10)
+    listed = [c["id"] for c in first_page + list(charges)]
+    assert sorted(listed) == sorted(c["id"] for c in setup.store.all())
 
 
 def test_a_truncated_raw_table_is_loaded_in_full_despite_its_mark(setup: Setup) -> None:

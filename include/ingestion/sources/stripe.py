@@ -5,7 +5,9 @@ an incremental load then reads ``GET /v1/events`` (``charge.*``) since its own m
 dispute of a charge older than the re-read window still reaches raw without a full reload. A 200
 that is not a Stripe list (not JSON, no ``data``, an item without ``id``/``created``) fails naming
 the connection and the page; NUL characters, which no warehouse column can hold, are removed from a
-charge with a warning naming it, so one such charge cannot block every load.
+charge with a warning naming it, so one such charge cannot block every load. While one page of
+charges is written, the next is already being fetched (the cursor of a page is the last id of the
+one before, so one page ahead is as far as a listing can run).
 Rate limits and server errors are retried the way Stripe asks (``Stripe-Should-Retry``,
 ``Retry-After``), with exponential backoff otherwise, and each request gives up after a bounded
 time, so a stuck API fails the task instead of hanging it. A rejected key fails at once and names
@@ -14,14 +16,17 @@ the connection. The key only ever travels in the ``Authorization`` header; it is
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import random
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 
@@ -77,8 +82,11 @@ class StripeClient:
         self._retry = retry
 
     def charges(self, created_gte: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every charge (created at or after ``created_gte`` when given), newest first, each once."""
-        for item in self._list("/v1/charges", {} if created_gte is None else {"created[gte]": created_gte}):
+        """Every charge (created at or after ``created_gte`` when given), newest first, each once.
+        The next page is fetched while the caller works on this one: the caller must not use this
+        client until the listing ends."""
+        filters = {} if created_gte is None else {"created[gte]": created_gte}
+        for item in self._list("/v1/charges", filters, read_ahead=True):
             yield self._checked_charge(item, "/v1/charges")
 
     def events(self, created_gte: int | None = None) -> Iterator[dict[str, Any]]:
@@ -110,28 +118,38 @@ class StripeClient:
             raise self._malformed("/v1/events", f"event {event.get('id')!r} names no charge")
         return self._checked_charge(self.get(f"/v1/charges/{charge_id}", {}), f"/v1/charges/{charge_id}")
 
-    def _list(self, path: str, filters: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every item of a Stripe list endpoint, page by page with ``starting_after``."""
+    def _list(self, path: str, filters: dict[str, Any], *, read_ahead: bool = False) -> Iterator[dict[str, Any]]:
+        """Every item of a Stripe list endpoint, page by page with ``starting_after``; with
+        ``read_ahead``, each page is requested on a helper thread as soon as the one before has come."""
+        fetch = _in_background if read_ahead else functools.partial
         params: dict[str, Any] = {"limit": PAGE_SIZE, **filters}
+        pending = fetch(self._page, path, dict(params))
         while True:
-            where = f"{path} page after {params.get('starting_after') or 'the start'}"
-            page = self.get(path, params)
-            data = page.get("data")
-            if not isinstance(data, list) or not isinstance(page.get("has_more"), bool):
-                raise self._malformed(where, "the list has no `data` array or `has_more` flag")
-            for item in data:
-                if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-                    raise self._malformed(where, f"an item has no `id`: {str(item)[:120]}")
+            data, has_more = pending()
+            if has_more and data:
+                params["starting_after"] = data[-1]["id"]
+                pending = fetch(self._page, path, dict(params))
             yield from data
-            if not page["has_more"] or not data:
+            if not has_more or not data:
                 return
-            params["starting_after"] = data[-1]["id"]
+
+    def _page(self, path: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        """One page's items and its ``has_more``, checked."""
+        where = f"{path} page after {params.get('starting_after') or 'the start'}"
+        page = self.get(path, params)
+        data = page.get("data")
+        if not isinstance(data, list) or not isinstance(page.get("has_more"), bool):
+            raise self._malformed(where, "the list has no `data` array or `has_more` flag")
+        for item in data:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                raise self._malformed(where, f"an item has no `id`: {str(item)[:120]}")
+        return data, page["has_more"]
 
     def _checked_charge(self, charge: dict[str, Any], where: str) -> dict[str, Any]:
-        """The charge with the fields raw relies on, and without NUL characters (see :func:`without_nul`)."""
+        """The charge, which has the fields raw relies on."""
         if not isinstance(charge.get("id"), str) or not isinstance(charge.get("created"), int):
             raise self._malformed(where, f"charge {charge.get('id')!r} has no string `id` or integer `created`")
-        return without_nul(charge)
+        return charge
 
     def _malformed(self, where: str, problem: str) -> StripeApiError:
         return StripeApiError(
@@ -170,7 +188,7 @@ class StripeClient:
             )
         if response.ok:
             try:
-                body = response.json()
+                body = msgspec.json.decode(response.content)
             except ValueError:
                 body = None
             if not isinstance(body, dict):
@@ -186,6 +204,34 @@ class StripeClient:
         if not retryable:
             raise StripeApiError(f"Stripe {path} via connection '{self._conn_id}' failed: {reason}")
         return reason, _retry_after(response)
+
+
+def _in_background(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """``fn(*args)`` started on a daemon thread; the returned callable waits for its result (or
+    raises its exception). A listing abandoned mid-way (its load failed) leaves at most one request
+    running, which cannot hold up the end of the process."""
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="stripe-read-ahead", daemon=True).start()
+    return future.result
+
+
+def charge_row(charge: dict[str, Any]) -> tuple[str, int, str]:
+    """The ``raw`` row of a charge: id, ``created`` and the whole charge as compact JSON, without NUL
+    characters (see :func:`without_nul`). JSON writes every NUL as the escape ``\\u0000``, so only a
+    charge whose JSON holds that text is walked for them."""
+    payload = msgspec.json.encode(charge)
+    if b"\\u0000" in payload:
+        charge = without_nul(charge)
+        payload = msgspec.json.encode(charge)
+    return charge["id"], charge["created"], payload.decode()
 
 
 def without_nul(charge: dict[str, Any]) -> dict[str, Any]:
@@ -236,15 +282,14 @@ def charge_rows(
     """CSV chunks of ``raw.stripe_charges`` rows: id, created, the whole charge as JSON — the
     charges created since ``created_gte``, then (with ``events``) those changed since its mark."""
     client = StripeClient(entry.conn_id, retry)
-    charges = _charges_and_changes(client, created_gte, events)
-    yield from csv_chunks((c["id"], c["created"], json.dumps(c, separators=(",", ":"))) for c in charges)
+    yield from csv_chunks(_charges_and_changes(client, created_gte, events))
 
 
 def _charges_and_changes(
     client: StripeClient, created_gte: int | None, events: EventWindow | None
-) -> Iterator[dict[str, Any]]:
-    """Each charge once: the listed window first, then the newest state (events come newest first)
-    of every other charge an event touched — one row per key, as a merge needs."""
+) -> Iterator[tuple[str, int, str]]:
+    """Each charge's row once: the listed window first, then the newest state (events come newest
+    first) of every other charge an event touched — one row per key, as a merge needs."""
     if events is not None and created_gte is None:
         # A full listing reads every charge as it is now: only the mark is needed, taken before the
         # listing so a change made while it runs is read again next time rather than missed.
@@ -252,8 +297,9 @@ def _charges_and_changes(
         events = None
     seen: set[str] = set()
     for charge in client.charges(created_gte):
-        seen.add(charge["id"])
-        yield charge
+        row = charge_row(charge)
+        seen.add(row[0])
+        yield row
     if events is None:
         return
     if events.since is not None and events.since < time.time() - EVENT_RETENTION_S:
@@ -264,10 +310,10 @@ def _charges_and_changes(
         )
     for event in client.events(events.since):
         events.newest = max(event["created"], events.newest or event["created"])
-        charge = client.charge_of(event)
-        if charge["id"] not in seen:
-            seen.add(charge["id"])
-            yield charge
+        row = charge_row(client.charge_of(event))
+        if row[0] not in seen:
+            seen.add(row[0])
+            yield row
 
 
 def _retry_after(response: requests.Response) -> float | None:
