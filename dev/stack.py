@@ -431,6 +431,10 @@ class LocalStack:
         for process in components:
             process.start()
         wait_for_http(f"http://127.0.0.1:{self.ports.airflow}/api/v2/monitor/health", components[0], 120)
+        # The execution API (what every task process talks to) builds its versioned routes (Cadwyn)
+        # on its first request, holding the API server's event loop for seconds: asked here, so the
+        # first task of the first run does not wait for it.
+        wait_for_http(f"http://127.0.0.1:{self.ports.airflow}/execution/health", components[0], 120)
 
     def _start_celery(self) -> None:
         """The broker, then each worker from a fresh copy of the project (a new container)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -92,3 +93,7 @@ def test_airflow_runs_the_pipeline_dag_and_serves_the_ui(stack: LocalStack) -> N
     with urllib.request.urlopen(base_url + "/", timeout=10) as response:
         assert response.status == 200
         assert b"<html" in response.read().lower()
+    # the execution API was built by the stack's own request, before any task's
+    answered = re.findall(r"path=(/execution/\S*)", (stack.layout.logs_dir / "airflow-api-server.log").read_text())
+    assert answered[0] == "/execution/health"
+    assert any(path.endswith("/run") for path in answered[1:])
