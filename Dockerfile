@@ -19,4 +19,5 @@ RUN python -m include.orchestration.manifest
 ENV AIRFLOW__COSMOS__DBT_DOCS_PROJECTS='{"ecommerce": {"dir": "/usr/local/airflow/landing/dbt-docs/ecommerce", "name": "E-commerce dbt docs", "index": "index.html"}}' \
     AIRFLOW__COSMOS__ENABLE_TELEMETRY=False \
     AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1 \
-    AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.25
+    AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.25 \
+    AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL=300

@@ -5,7 +5,9 @@ dbt. The price is a build step: ``dbt parse`` writes ``target/manifest.json`` (`
 locally, ``RUN python -m include.orchestration.manifest`` in the Dockerfile). A manifest older
 than the project's files would render yesterday's models, so the build records a fingerprint of
 every project file and :func:`require_manifest` refuses a manifest whose fingerprint no longer
-matches, naming the command that rebuilds it.
+matches, naming the command that rebuilds it. A rebuild marks the DAG files changed, so a running
+DAG processor renders the new manifest at once (it re-parses unchanged files only every
+``[dag_processor] min_file_process_interval``, which the stack and the image set to 300 s).
 
 ``dbt parse`` needs a profile but no connection: the build writes a throwaway parse-only profile
 (no credentials) to a temporary directory. Real runs get their profile from Airflow Connections
@@ -30,6 +32,9 @@ DBT_PROJECT_DIR = REPO_ROOT / "include" / "dbt" / "ecommerce"
 MANIFEST_PATH = DBT_PROJECT_DIR / "target" / "manifest.json"
 FINGERPRINT_PATH = DBT_PROJECT_DIR / "target" / "manifest.fingerprint"
 REBUILD_COMMAND = "make dbt-manifest  (or: python -m include.orchestration.manifest)"
+# The DAG files that render the manifest. Airflow's DAG processor parses a changed file at once but
+# an unchanged one only every ``min_file_process_interval``: a rebuilt manifest marks them changed.
+DAG_FILES_DIR = REPO_ROOT / "dags"
 
 # Where dbt's own virtualenv lives: the local set-up (scripts/bootstrap.sh) and the Astro image
 # (Dockerfile). dbt never shares Airflow's environment.
@@ -122,8 +127,9 @@ def require_manifest(project_dir: Path = DBT_PROJECT_DIR) -> Path:
     return manifest
 
 
-def build_manifest(project_dir: Path = DBT_PROJECT_DIR) -> Path:
-    """Run ``dbt parse`` (no warehouse needed) and record the fingerprint of what it parsed."""
+def build_manifest(project_dir: Path = DBT_PROJECT_DIR, dags_dir: Path = DAG_FILES_DIR) -> Path:
+    """Run ``dbt parse`` (no warehouse needed), record the fingerprint of what it parsed, and mark the
+    DAG files in ``dags_dir`` changed (:func:`mark_dag_files_changed`)."""
     fingerprint = project_fingerprint(project_dir)
     with tempfile.TemporaryDirectory(prefix="dbt-parse-profile-") as profiles_dir:
         parse_profile = PARSE_PROFILE.format(profile=project_names(project_dir).profile)
@@ -139,7 +145,17 @@ def build_manifest(project_dir: Path = DBT_PROJECT_DIR) -> Path:
     if result.returncode != 0:
         raise ManifestError(f"`dbt parse` failed for {project_dir}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
     (project_dir / FINGERPRINT_PATH.relative_to(DBT_PROJECT_DIR)).write_text(fingerprint + "\n")
+    mark_dag_files_changed(dags_dir)
     return project_dir / MANIFEST_PATH.relative_to(DBT_PROJECT_DIR)
+
+
+def mark_dag_files_changed(dags_dir: Path = DAG_FILES_DIR) -> list[Path]:
+    """Set the modification time of the DAG files in ``dags_dir`` to now, so a running DAG processor
+    re-parses them (and renders the new manifest) at once instead of at its next periodic parse."""
+    touched = sorted(dags_dir.glob("*.py")) if dags_dir.is_dir() else []
+    for path in touched:
+        path.touch()
+    return touched
 
 
 def main() -> None:

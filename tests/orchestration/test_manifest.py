@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from include.orchestration.manifest import (
     DBT_PROJECT_DIR,
     ManifestError,
+    build_manifest,
     project_fingerprint,
     require_manifest,
 )
@@ -49,3 +51,20 @@ def test_build_output_does_not_count_as_a_project_change(project_copy: Path) -> 
     (project_copy / "logs" / "dbt.log").write_text("noise")
     (project_copy / "target" / "run_results.json").write_text("{}")
     assert project_fingerprint(project_copy) == before
+
+
+def test_a_rebuilt_manifest_marks_the_dag_files_changed(project_copy: Path, tmp_path: Path) -> None:
+    """The DAG processor re-parses an unchanged file only every ``min_file_process_interval``: a
+    new manifest must reach the DAGs at once, through the DAG files' modification time."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    dag_file, other = dags / "pipeline.py", dags / "README.md"
+    for path in (dag_file, other):
+        path.write_text("# a file\n")
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+
+    manifest = build_manifest(project_copy, dags_dir=dags)
+
+    assert require_manifest(project_copy) == manifest
+    assert dag_file.stat().st_mtime >= manifest.stat().st_mtime
+    assert other.stat().st_mtime == 1_000_000_000
