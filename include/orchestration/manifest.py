@@ -127,9 +127,9 @@ def require_manifest(project_dir: Path = DBT_PROJECT_DIR) -> Path:
     return manifest
 
 
-def build_manifest(project_dir: Path = DBT_PROJECT_DIR, dags_dir: Path = DAG_FILES_DIR) -> Path:
+def build_manifest(project_dir: Path = DBT_PROJECT_DIR, dags_dir: Path | None = None) -> Path:
     """Run ``dbt parse`` (no warehouse needed), record the fingerprint of what it parsed, and mark the
-    DAG files in ``dags_dir`` changed (:func:`mark_dag_files_changed`)."""
+    DAG files in ``dags_dir``, when given, changed (:func:`mark_dag_files_changed`)."""
     fingerprint = project_fingerprint(project_dir)
     with tempfile.TemporaryDirectory(prefix="dbt-parse-profile-") as profiles_dir:
         parse_profile = PARSE_PROFILE.format(profile=project_names(project_dir).profile)
@@ -145,17 +145,16 @@ def build_manifest(project_dir: Path = DBT_PROJECT_DIR, dags_dir: Path = DAG_FIL
     if result.returncode != 0:
         raise ManifestError(f"`dbt parse` failed for {project_dir}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
     (project_dir / FINGERPRINT_PATH.relative_to(DBT_PROJECT_DIR)).write_text(fingerprint + "\n")
-    mark_dag_files_changed(dags_dir)
+    if dags_dir is not None:
+        mark_dag_files_changed(dags_dir)
     return project_dir / MANIFEST_PATH.relative_to(DBT_PROJECT_DIR)
 
 
-def mark_dag_files_changed(dags_dir: Path = DAG_FILES_DIR) -> list[Path]:
+def mark_dag_files_changed(dags_dir: Path) -> None:
     """Set the modification time of the DAG files in ``dags_dir`` to now, so a running DAG processor
     re-parses them (and renders the new manifest) at once instead of at its next periodic parse."""
-    touched = sorted(dags_dir.glob("*.py")) if dags_dir.is_dir() else []
-    for path in touched:
+    for path in dags_dir.glob("*.py"):
         path.touch()
-    return touched
 
 
 def main() -> None:
@@ -163,7 +162,7 @@ def main() -> None:
         require_manifest()
         print(f"dbt manifest is current: {MANIFEST_PATH.relative_to(REPO_ROOT)}")
     except ManifestError:
-        path = build_manifest()
+        path = build_manifest(dags_dir=DAG_FILES_DIR)
         print(f"dbt manifest built: {path.relative_to(REPO_ROOT)}")
 
 

@@ -213,7 +213,6 @@ def _in_background(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     future: Future[Any] = Future()
 
     def run() -> None:
-        future.set_running_or_notify_cancel()
         try:
             future.set_result(fn(*args))
         except BaseException as exc:
