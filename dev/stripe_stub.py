@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,8 +84,10 @@ class StripeStub:
         self._random = random.Random(seed)
         self.injected = {429: 0, 500: 0}  # faults served so far: tests prove the retries were exercised
         self._lock = threading.Lock()
-        self._cursors: list[str | None] = []  # ``starting_after`` of each charges page asked for, in order
+        self.charge_queries: list[ChargeQuery] = []  # each charges page asked for, in order
         self._asked = threading.Condition(self._lock)
+        self._in_flight = 0
+        self.peak_in_flight = 0  # the most API requests served at once: tests see a client's concurrency
         self._server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ serving
@@ -144,12 +148,26 @@ class StripeStub:
         """Whether a client asked for the charges page after ``starting_after`` within ``timeout_s``:
         how a test sees what a client requests while it is still working on the page before."""
         with self._asked:
-            return self._asked.wait_for(lambda: starting_after in self._cursors, timeout_s)
+            return self._asked.wait_for(
+                lambda: any(q.starting_after == starting_after for q in self.charge_queries), timeout_s
+            )
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Counts an API request while it is served (latency included), for :attr:`peak_in_flight`."""
+        with self._lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def list_charges(self, params: dict[str, list[str]]) -> dict[str, Any]:
         query = parse_list_query(params)
         with self._asked:
-            self._cursors.append(query.starting_after)
+            self.charge_queries.append(query)
             self._asked.notify_all()
         try:
             charges, has_more = self.store.page(query)
@@ -294,14 +312,15 @@ def _handler_for(stub: StripeStub) -> type[BaseHTTPRequestHandler]:  # noqa: C90
 
         def _route_api(self, path: str, params: dict[str, list[str]]) -> dict[str, Any]:
             stub.authenticate(self.headers.get("Authorization"))
-            stub.inject_fault()
-            if path == "/v1/charges":
-                return stub.list_charges(params)
-            if path == "/v1/events":
-                return stub.list_events(params)
-            if path.startswith("/v1/charges/") and path.count("/") == 3:
-                return stub.retrieve_charge(path.rsplit("/", 1)[1])
-            return self._not_found(path)
+            with stub.serving():
+                stub.inject_fault()
+                if path == "/v1/charges":
+                    return stub.list_charges(params)
+                if path == "/v1/events":
+                    return stub.list_events(params)
+                if path.startswith("/v1/charges/") and path.count("/") == 3:
+                    return stub.retrieve_charge(path.rsplit("/", 1)[1])
+                return self._not_found(path)
 
         @staticmethod
         def _not_found(path: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import yaml
 from include.orchestration.policies import pool_problem
 
 SOURCES_FILE = Path(__file__).with_name("sources.yml")
+MAX_CONCURRENT_REQUESTS = 8  # a requests session pools 10 connections per host
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")  # whole names only: fullmatch, since `$` lets a trailing "\n" through
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: parsed on every task run
 
@@ -62,13 +63,19 @@ class PostgresTable(SourceEntry):
 
 @dataclass(frozen=True)
 class StripeCharges(SourceEntry):
-    """Stripe's ``/v1/charges``; re-read ``reread_days`` behind the newest ``created`` seen."""
+    """Stripe's ``/v1/charges``; re-read ``reread_days`` behind the newest ``created`` seen.
+
+    ``concurrent_requests``: list requests in flight at once (1 to 8); a listing longer than a page
+    is split into windows of ``created`` listed side by side. Stripe allows 100 read requests a
+    second in live mode and 25 in test mode, and a rate-limited request is retried after waiting.
+    """
 
     kind: ClassVar[str] = "stripe"
     conn_id: str
     resource: str = "charges"
     cursor: str = "created"
     reread_days: int = 30
+    concurrent_requests: int = 4
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,13 @@ def _value(where: str, cls: type[SourceEntry], key: str, value: Any) -> Any:
     if key in ("overlap_seconds", "reread_days"):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{where}: `{key}` must be a whole number >= 0, got {value!r}.")
+        return value
+    if key == "concurrent_requests":
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CONCURRENT_REQUESTS:
+            raise ConfigError(
+                f"{where}: `concurrent_requests` must be a whole number from 1 to {MAX_CONCURRENT_REQUESTS} "
+                f"(requests in flight at once), got {value!r}."
+            )
         return value
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{where}: `{key}` must be a string, got {value!r}.")

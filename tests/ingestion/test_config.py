@@ -111,6 +111,27 @@ def test_overlap_must_be_a_non_negative_whole_number(tmp_path: Path) -> None:
         load_source_config(path)
 
 
+STRIPE = """
+sources:
+  - name: stripe_charges
+    kind: stripe
+    conn_id: stripe_api
+    primary_key: [id]
+    mode: incremental
+"""
+
+
+@pytest.mark.parametrize("value", ["0", "9", "'4'", "true", "2.5"])
+def test_concurrent_requests_must_be_a_whole_number_from_one_to_eight(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, STRIPE + f"    concurrent_requests: {value}\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"source 'stripe_charges' \(entry #1\): `concurrent_requests` must be a whole number from 1 to 8",
+    ):
+        load_source_config(path)
+    assert load_source_config(write(tmp_path, STRIPE))[0].concurrent_requests == 4
+
+
 def test_duplicate_names_are_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, VALID + VALID.replace("sources:\n", ""))
     with pytest.raises(ConfigError, match=r"source 'orders' \(entry #2\) repeats a name"):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,14 @@ from dev.charge_store import ChargeStore
 from dev.shopgen.rows import refund
 from dev.stripe_stub import Faults, StripeStub
 from include.ingestion.pipeline import extract
-from include.ingestion.sources.stripe import PAGE_SIZE, StripeApiError, StripeAuthError, StripeClient
+from include.ingestion.sources.stripe import (
+    PAGE_SIZE,
+    WINDOW_THREAD,
+    RetryPolicy,
+    StripeApiError,
+    StripeAuthError,
+    StripeClient,
+)
 from include.ingestion.warehouse.snowflake import ProtocolAwareSnowflakeHook
 from tests.dbt.conftest import snowflake_connection_env
 
@@ -263,3 +272,106 @@ def test_a_dispute_event_on_an_old_charge_loads_the_charge_as_it_is_now(setup: S
 
     assert report.rows_merged == 1
     assert raw_charges(setup.warehouse_dsn) == {c["id"]: c for c in setup.store.all()}
+
+
+@pytest.fixture
+def stub_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Iterable[dict]], StripeStub]]:
+    """A stub serving just the given charges, behind the ``stripe_api`` connection."""
+    stubs: list[StripeStub] = []
+
+    def start(charges: Iterable[dict]) -> StripeStub:
+        store = ChargeStore(tmp_path / f"charges-{len(stubs)}.sqlite")
+        store.insert(charges)
+        stub = StripeStub(store.path, STRIPE_KEY, seed=1)
+        url = stub.serve_in_thread()
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_STRIPE_API", json.dumps({"conn_type": "http", "host": url, "password": STRIPE_KEY})
+        )
+        stubs.append(stub)
+        return stub
+
+    yield start
+    for stub in stubs:
+        stub.shutdown()
+
+
+def _over_years(count: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [charge(n, NOW - rng.randrange(3 * 365 * 86_400)) for n in range(count)] + [charge(count, 1)]
+
+
+# Charges by `created`, and the listing's lower end: where windows could lose or repeat a charge.
+SHAPES: dict[str, Callable[[], tuple[list[dict], int | None]]] = {
+    # more than a page in one second: every window below the first page's second is empty
+    "all in one second": lambda: ([charge(n, NOW) for n in range(450)], None),
+    # crowded seconds straddle the first page's end and the windows' edges
+    "crowded seconds": lambda: (
+        [charge(n, NOW - n % 4 - (n % 3) * 86_400) for n in range(600)] + [charge(600 + n, NOW - n) for n in range(50)],
+        None,
+    ),
+    # three years of charges and one from 1970: the oldest window must reach it
+    "years and one from 1970": lambda: (_over_years(700, seed=7), None),
+    # an incremental listing of more than a page: its lower end is the re-read window's, inclusive
+    "from a lower end": lambda: (
+        _over_years(700, seed=8)
+        + [charge(800 + n, NOW - 30 * 86_400 + n - 2) for n in range(5)]
+        + [charge(900 + n, NOW - n * 10_000) for n in range(250)],
+        NOW - 30 * 86_400,
+    ),
+}
+
+
+@pytest.mark.parametrize("concurrent_requests", [4, 8])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_windows_of_created_list_every_charge_exactly_once(
+    stub_of: Callable[[Iterable[dict]], StripeStub], shape: str, concurrent_requests: int
+) -> None:
+    charges, created_gte = SHAPES[shape]()
+    stub = stub_of(charges)
+
+    listed = [c["id"] for c in StripeClient("stripe_api").charges(created_gte, concurrent_requests)]
+
+    expected = [c["id"] for c in charges if created_gte is None or c["created"] >= created_gte]
+    assert sorted(listed) == sorted(expected)  # each once: a charge in two windows would show twice
+    assert any("lt" in query.created for query in stub.charge_queries)  # listed in windows, not in one listing
+
+
+def test_windows_are_listed_side_by_side_and_a_load_with_them_is_exact(setup: Setup) -> None:
+    setup.stub.set_faults(Faults(latency_ms=20))
+
+    report = extract("stripe_charges")  # sources.yml: concurrent_requests 4
+
+    assert setup.stub.peak_in_flight >= 2
+    assert report.rows_read == 450
+    assert raw_charges(setup.warehouse_dsn) == {c["id"]: c for c in setup.store.all()}
+
+
+def _window_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == WINDOW_THREAD]
+
+
+def test_a_window_that_keeps_failing_fails_the_listing_and_ends_every_window_worker(setup: Setup) -> None:
+    charges = StripeClient("stripe_api", RetryPolicy(max_attempts=2, base_delay_s=0.01)).charges(None, 4)
+    first_page = [next(charges) for _ in range(PAGE_SIZE)]  # the windows start with the next charge
+    setup.stub.set_faults(Faults(rate_500=1.0))
+
+    with pytest.raises(StripeApiError, match=r"/v1/charges via connection 'stripe_api' still failing after 2 attempts"):
+        list(charges)
+
+    assert len(first_page) == PAGE_SIZE
+    for thread in _window_threads():
+        thread.join(timeout=30)
+    assert not _window_threads()
+
+
+def test_an_abandoned_listing_ends_its_window_workers(setup: Setup) -> None:
+    charges = StripeClient("stripe_api").charges(None, 4)
+    for _ in range(PAGE_SIZE + 1):  # into the windows
+        next(charges)
+    assert _window_threads()
+
+    charges.close()  # as a failed load leaves it
+
+    for thread in _window_threads():
+        thread.join(timeout=30)
+    assert not _window_threads()

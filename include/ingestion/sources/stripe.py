@@ -5,9 +5,15 @@ an incremental load then reads ``GET /v1/events`` (``charge.*``) since its own m
 dispute of a charge older than the re-read window still reaches raw without a full reload. A 200
 that is not a Stripe list (not JSON, no ``data``, an item without ``id``/``created``) fails naming
 the connection and the page; NUL characters, which no warehouse column can hold, are removed from a
-charge with a warning naming it, so one such charge cannot block every load. While one page of
-charges is written, the next is already being fetched (the cursor of a page is the last id of the
-one before, so one page ahead is as far as a listing can run).
+charge with a warning naming it, so one such charge cannot block every load.
+
+A listing longer than a page is split into windows of ``created`` listed side by side
+(``concurrent_requests`` of the source): each window is ``[a, b)`` with Stripe's ``created[gte]`` and
+``created[lt]``, the oldest has no lower end and the newest no upper end beyond the first page, so
+together they hold every charge exactly once whatever the few one-item requests that place the
+windows found (``created`` never changes). With one request at a time, the next page is fetched
+while the caller writes the current one (the cursor of a page is the last id of the one before, so
+one page ahead is as far as a single listing can run).
 Rate limits and server errors are retried the way Stripe asks (``Stripe-Should-Retry``,
 ``Retry-After``), with exponential backoff otherwise, and each request gives up after a bounded
 time, so a stuck API fails the task instead of hanging it. A rejected key fails at once and names
@@ -16,8 +22,12 @@ the connection. The key only ever travels in the ``Authorization`` header; it is
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
+import itertools
 import logging
+import queue
 import random
 import threading
 import time
@@ -30,7 +40,7 @@ import msgspec
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 
-from include.ingestion.config import StripeCharges
+from include.ingestion.config import MAX_CONCURRENT_REQUESTS, StripeCharges
 from include.ingestion.tables import Column, RawTable, csv_chunks
 
 log = logging.getLogger(__name__)
@@ -40,6 +50,7 @@ PAGE_SIZE = 100  # Stripe's maximum
 EVENT_TYPES = "charge.*"  # refunded, updated, refund.updated, dispute.*: every change to a charge
 EVENT_RETENTION_S = 30 * 86_400  # Stripe lists events of the last 30 days only
 _RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
+_WINDOWS_PER_REQUEST = 4  # windows per request in flight: a window of few charges frees its worker early
 
 
 class StripeAuthError(RuntimeError):
@@ -81,13 +92,19 @@ class StripeClient:
         self._conn_id = conn_id
         self._retry = retry
 
-    def charges(self, created_gte: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every charge (created at or after ``created_gte`` when given), newest first, each once.
-        The next page is fetched while the caller works on this one: the caller must not use this
-        client until the listing ends."""
+    def charges(self, created_gte: int | None = None, concurrent_requests: int = 1) -> Iterator[dict[str, Any]]:
+        """Every charge (created at or after ``created_gte`` when given), each once: newest first with
+        one request at a time, else in windows of ``created`` listed side by side
+        (:meth:`_list_in_windows`). Requests run on helper threads while the caller works on what came:
+        the caller must not use this client until the listing ends."""
+        path = "/v1/charges"
         filters = {} if created_gte is None else {"created[gte]": created_gte}
-        for item in self._list("/v1/charges", filters, read_ahead=True):
-            yield self._checked_charge(item, "/v1/charges")
+        if concurrent_requests > 1:
+            items = self._list_in_windows(path, filters, min(concurrent_requests, MAX_CONCURRENT_REQUESTS))
+        else:
+            items = self._list(path, filters, read_ahead=True)
+        for item in items:
+            yield self._checked_charge(item, path)
 
     def events(self, created_gte: int | None = None) -> Iterator[dict[str, Any]]:
         """Charge events (``charge.*``: refunds, updates, disputes) created at or after ``created_gte``,
@@ -121,6 +138,11 @@ class StripeClient:
     def _list(self, path: str, filters: dict[str, Any], *, read_ahead: bool = False) -> Iterator[dict[str, Any]]:
         """Every item of a Stripe list endpoint, page by page with ``starting_after``; with
         ``read_ahead``, each page is requested on a helper thread as soon as the one before has come."""
+        for page in self._pages(path, filters, read_ahead=read_ahead):
+            yield from page
+
+    def _pages(self, path: str, filters: dict[str, Any], *, read_ahead: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """The pages of a listing, each non-empty, following ``starting_after`` from the one in ``filters``."""
         fetch = _in_background if read_ahead else functools.partial
         params: dict[str, Any] = {"limit": PAGE_SIZE, **filters}
         pending = fetch(self._page, path, dict(params))
@@ -129,9 +151,57 @@ class StripeClient:
             if has_more and data:
                 params["starting_after"] = data[-1]["id"]
                 pending = fetch(self._page, path, dict(params))
-            yield from data
+            if data:
+                yield data
             if not has_more or not data:
                 return
+
+    def _list_in_windows(
+        self, path: str, filters: dict[str, Any], concurrent_requests: int
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a ``created``-filtered listing, ``concurrent_requests`` windows of ``created``
+        listed at once. The first page is listed as usual; when there is more, the rest is split into
+        the rest of the first page's oldest second (``created[gte]`` that second, after its cursor) and
+        windows ``[a, b)`` below it down to the filter's own lower end, or none: what the one-item
+        probes of :meth:`_oldest_bound` found only places the boundaries, never what is listed."""
+        first, has_more = self._page(path, {"limit": PAGE_SIZE, **filters})
+        if not has_more or not first:
+            yield from first
+            return
+        newest, oldest = (self._checked_charge(item, path)["created"] for item in (first[0], first[-1]))
+        lower = filters.get("created[gte]")
+        windows: list[dict[str, Any]] = [{**filters, "created[gte]": oldest, "starting_after": first[-1]["id"]}]
+        start = lower if lower is not None else self._oldest_bound(path, filters, oldest, max(1, newest - oldest))
+        parts = concurrent_requests * _WINDOWS_PER_REQUEST
+        bounds = sorted({start + (oldest - start) * i // parts for i in range(parts)} | {oldest})
+        for below, above in reversed(list(itertools.pairwise(bounds))):  # newest first
+            windows.append({**filters, "created[gte]": below, "created[lt]": above})
+        if lower is None:  # the oldest window has no lower end: a charge older than the probes saw is still listed
+            del windows[-1]["created[gte]"]
+        yield from first
+        yield from _listed_side_by_side(self._pages, path, windows, concurrent_requests)
+
+    def _oldest_bound(self, path: str, filters: dict[str, Any], below: int, step: int) -> int:
+        """About the ``created`` of the oldest item before ``below`` (at or before it): steps back by
+        ``step``, four times further each time, while an item older than the step exists, then halves
+        the last step three times. One-item requests; only the windows' balance depends on it."""
+        older = below
+        while self._any_before(path, filters, below - step):
+            older, step = below - step, step * 4
+        none_before = below - step
+        for _ in range(3):
+            middle = (none_before + older) // 2
+            if middle in (none_before, older):
+                break
+            if self._any_before(path, filters, middle):
+                older = middle
+            else:
+                none_before = middle
+        return none_before
+
+    def _any_before(self, path: str, filters: dict[str, Any], created_lt: int) -> bool:
+        data, _ = self._page(path, {**filters, "limit": 1, "created[lt]": created_lt})
+        return bool(data)
 
     def _page(self, path: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
         """One page's items and its ``has_more``, checked."""
@@ -222,6 +292,79 @@ def _in_background(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return future.result
 
 
+WINDOW_THREAD = "stripe-window"  # the name of a window worker's thread
+_DONE = object()  # a window worker has no window left
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+def _listed_side_by_side(
+    pages: Callable[[str, dict[str, Any]], Iterator[list[dict[str, Any]]]],
+    path: str,
+    windows: list[dict[str, Any]],
+    workers: int,
+) -> Iterator[dict[str, Any]]:
+    """The items of every window, ``workers`` daemon threads each listing one window after another
+    (in the order given). A bounded queue of pages keeps memory flat when the caller is slower
+    than the API. The first error of any window is raised here and stops the others at their next
+    page; a listing abandoned mid-way (its load failed) does the same, so it leaves at most one
+    request per worker running, none of which can hold up the end of the process."""
+    pending = collections.deque(windows)
+    # room for every worker's last page, error and end after the caller stopped reading (below)
+    results: queue.Queue[Any] = queue.Queue(maxsize=4 * workers)
+    stop = threading.Event()
+    threads = [
+        threading.Thread(
+            target=_list_windows, args=(pages, path, pending, results, stop), name=WINDOW_THREAD, daemon=True
+        )
+        for _ in range(min(workers, len(windows)))
+    ]
+    for thread in threads:
+        thread.start()
+    ended = 0
+    try:
+        while ended < len(threads):
+            result = results.get()
+            if result is _DONE:
+                ended += 1
+            elif isinstance(result, _Failed):
+                raise result.error
+            else:
+                yield from result
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):  # unblock workers waiting to put: each then sees `stop`
+            while True:
+                results.get_nowait()
+
+
+def _list_windows(
+    pages: Callable[[str, dict[str, Any]], Iterator[list[dict[str, Any]]]],
+    path: str,
+    pending: collections.deque[dict[str, Any]],
+    results: queue.Queue[Any],
+    stop: threading.Event,
+) -> None:
+    """One worker: the pages of window after window into ``results``, then :data:`_DONE`."""
+    try:
+        while not stop.is_set() and pending:
+            try:
+                window = pending.popleft()
+            except IndexError:  # another worker took the last one
+                return
+            for page in pages(path, window):
+                results.put(page)
+                if stop.is_set():
+                    return
+    except BaseException as exc:
+        results.put(_Failed(exc))
+    finally:
+        results.put(_DONE)
+
+
 def charge_row(charge: dict[str, Any]) -> tuple[str, int, str]:
     """The ``raw`` row of a charge: id, ``created`` and the whole charge as compact JSON, without NUL
     characters (see :func:`without_nul`). JSON writes every NUL as the escape ``\\u0000``, so only a
@@ -281,11 +424,11 @@ def charge_rows(
     """CSV chunks of ``raw.stripe_charges`` rows: id, created, the whole charge as JSON — the
     charges created since ``created_gte``, then (with ``events``) those changed since its mark."""
     client = StripeClient(entry.conn_id, retry)
-    yield from csv_chunks(_charges_and_changes(client, created_gte, events))
+    yield from csv_chunks(_charges_and_changes(client, created_gte, events, entry.concurrent_requests))
 
 
 def _charges_and_changes(
-    client: StripeClient, created_gte: int | None, events: EventWindow | None
+    client: StripeClient, created_gte: int | None, events: EventWindow | None, concurrent_requests: int = 1
 ) -> Iterator[tuple[str, int, str]]:
     """Each charge's row once: the listed window first, then the newest state (events come newest
     first) of every other charge an event touched — one row per key, as a merge needs."""
@@ -295,7 +438,7 @@ def _charges_and_changes(
         events.newest = client.newest_event_created()
         events = None
     seen: set[str] = set()
-    for charge in client.charges(created_gte):
+    for charge in client.charges(created_gte, concurrent_requests):
         row = charge_row(charge)
         seen.add(row[0])
         yield row
