@@ -350,10 +350,10 @@ def _list_windows(
 ) -> None:
     """One worker: the pages of window after window into ``results``, then :data:`_DONE`."""
     try:
-        while not stop.is_set() and pending:
+        while not stop.is_set():
             try:
                 window = pending.popleft()
-            except IndexError:  # another worker took the last one
+            except IndexError:  # no window left
                 return
             for page in pages(path, window):
                 results.put(page)
